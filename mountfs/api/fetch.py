@@ -1,0 +1,284 @@
+"""Materialising a merged tree on local disk: the content cache first, then links or copies.
+
+Bytes always pass through the content cache, where they are verified (CRC-32 of the
+zip member while inflating, then SHA-256 and size on insert) before any file
+appears in a target folder. Each file is placed right after its bytes are cached,
+so a cache smaller than the dataset still works: eviction only takes objects that
+are already linked or copied.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import shutil
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mountfs.api.workspace import Workspace
+from mountfs.errors import IntegrityError, UsageError
+from mountfs.progress import progress
+from mountfs.snapshot.entries import FILE, LINK, SYMLINK, Entry, is_under
+from mountfs.snapshot.reader import iter_member
+from mountfs.storage.store import Store, open_link
+
+LINK_MODE = "link"
+COPY_MODE = "copy"
+
+
+def select(
+    entries: Iterable[Entry],
+    files: Sequence[str] | None = None,
+    part: int | None = None,
+    num_parts: int | None = None,
+) -> list[Entry]:
+    """Entries named by path patterns (a folder, a path or a wildcard), then one part of them.
+
+    Parts split the selection, in path order, into ``num_parts`` runs of about
+    equal bytes, so N machines can each fetch one part of a large version.
+    """
+    chosen = list(entries)
+    if files:
+        pats = [p.strip("/") for p in files]
+        chosen = [
+            e for e in chosen if any(is_under(e.path, p) or fnmatch.fnmatchcase(e.path, p) for p in pats)
+        ]
+    if num_parts is not None or part is not None:
+        if num_parts is None or part is None or num_parts < 1 or not 0 <= part < num_parts:
+            raise UsageError("--part N needs --num-parts M with 0 <= N < M")
+        total = sum(e.size for e in chosen) or 1
+        out = []
+        acc = 0
+        for e in chosen:
+            if min(acc * num_parts // total, num_parts - 1) == part:
+                out.append(e)
+            acc += e.size
+        chosen = out
+    return chosen
+
+
+class _Placer:
+    """Puts verified cache objects at their paths below a target folder."""
+
+    def __init__(self, ws: Workspace, dest: Path, mode: str) -> None:
+        self.ws = ws
+        self.dest = dest
+        self.mode = mode
+        self._dirs: set[str] = set()
+        self._lock = threading.Lock()
+        self.cross_device = False
+
+    def _parent(self, path: str) -> Path:
+        target = self.dest / path
+        folder = os.path.dirname(path)
+        if folder and folder not in self._dirs:
+            os.makedirs(self.dest / folder, exist_ok=True)
+            with self._lock:
+                self._dirs.add(folder)
+        return target
+
+    def symlink(self, e: Entry) -> None:
+        os.symlink(e.target, self._parent(e.path))
+
+    def place(self, e: Entry) -> bool:
+        """False when the object vanished from the cache (evicted by another process)."""
+        target = self._parent(e.path)
+        if self.mode == LINK_MODE and not self.cross_device:
+            try:
+                return self.ws.cache.link_into(e.sha256, target)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                    raise
+                self.cross_device = True
+        if not self.ws.cache.copy_into(e.sha256, target):
+            return False
+        if self.mode == COPY_MODE:
+            os.chmod(target, e.mode & 0o7777)
+            os.utime(target, ns=(e.mtime_ns, e.mtime_ns))
+        else:
+            os.chmod(target, 0o444 | (0o111 if e.mode & 0o111 else 0))
+        return True
+
+
+def _chunk_reader(store: Store, key: str) -> Callable[[int, int], bytes]:
+    local = store.local_path(key)
+    if local is None:
+        return lambda offset, length: store.read_range(key, offset, length)
+    fd = os.open(local, os.O_RDONLY)
+
+    def read(offset: int, length: int) -> bytes:
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise IntegrityError(f"short read in {key} at {offset}: chunk truncated")
+        return data
+
+    read.close = lambda: os.close(fd)  # type: ignore[attr-defined]
+    return read
+
+
+def fetch_into_cache(ws: Workspace, e: Entry, read: Callable[[int, int], bytes] | None) -> None:
+    """Bring one file's bytes into the cache, verified; raises IntegrityError on any mismatch."""
+    with ws.cache.writer(e.sha256, e.size) as w:
+        if e.kind == LINK:
+            with open_link(e.target) as f:
+                while block := f.read(1 << 20):
+                    w.write(block)
+        else:
+            if e.loc is None or read is None:
+                raise IntegrityError(f"{e.path} has no stored location")
+            for block in iter_member(read, e.loc, e.size, name=e.path):
+                w.write(block)
+
+
+def materialize(
+    ws: Workspace,
+    entries: Sequence[Entry],
+    dest: Path,
+    *,
+    mode: str,
+    max_workers: int | None = None,
+    show_progress: bool | None = None,
+) -> None:
+    """Write ``entries`` below ``dest`` (which must exist): hard links into the cache or copies."""
+    placer = _Placer(ws, dest, mode)
+    groups: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+    links: list[Entry] = []
+    for e in entries:
+        if e.kind == SYMLINK:
+            placer.symlink(e)
+        elif e.kind == LINK:
+            links.append(e)
+        elif e.kind == FILE:
+            if e.loc is None:
+                raise IntegrityError(f"{e.path} has no stored location")
+            groups[(e.loc.version, e.loc.chunk)].append(e)
+    chunk_keys: dict[str, dict[int, str]] = {}
+    stores: dict[str, Store] = {}
+    for version in {v for v, _ in groups}:
+        m = ws.manifest(version)
+        chunk_keys[version] = {c.index: c.key for c in m.chunks}
+        stores[version] = ws.data_store(m.data_url)
+    total = sum(e.size for e in entries if e.kind != SYMLINK)
+
+    with progress(total, "fetching", show=show_progress) as advance:
+
+        def ensure(e: Entry, read: Callable[[int, int], bytes] | None) -> None:
+            for _attempt in range(3):
+                if ws.cache.lookup(e.sha256) is None:
+                    fetch_into_cache(ws, e, read)
+                if placer.place(e):
+                    advance(e.size)
+                    return
+            raise IntegrityError(f"could not keep {e.path} in the cache long enough to place it")
+
+        def run_chunk(item: tuple[tuple[str, int], list[Entry]]) -> None:
+            (version, chunk), members = item
+            key = chunk_keys[version].get(chunk)
+            if key is None:
+                raise IntegrityError(f"version {version} has no chunk {chunk}")
+            read = None
+            try:
+                for e in sorted(members, key=lambda x: x.loc.offset if x.loc else 0):
+                    if read is None and ws.cache.lookup(e.sha256) is None:
+                        read = _chunk_reader(stores[version], key)
+                    ensure(e, read)
+            finally:
+                closer = getattr(read, "close", None)
+                if closer is not None:
+                    closer()
+
+        def run_links(batch: list[Entry]) -> None:
+            for e in batch:
+                ensure(e, None)
+
+        from functools import partial
+
+        work: list[Callable[[], None]] = [partial(run_chunk, item) for item in groups.items()]
+        if links:
+            work.append(lambda: run_links(links))
+        workers = max(1, min(max_workers or 4, len(work)))
+        if workers == 1:
+            for job in work:
+                job()
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="dsmount-get") as pool:
+                for fut in [pool.submit(job) for job in work]:
+                    fut.result()
+
+
+def prepare_target(target: Path, overwrite: bool) -> None:
+    """An empty folder to write into; an existing non-empty one only with ``overwrite``."""
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise UsageError(f"{target} is not empty; use --overwrite to replace its contents")
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+
+
+def cached_copy(
+    ws: Workspace,
+    version_id: str,
+    entries: Sequence[Entry],
+    selection_key: str,
+    *,
+    max_workers: int | None = None,
+    show_progress: bool | None = None,
+) -> Path:
+    """The read-only cached copy of a version (or of a selection): built once, then reused.
+
+    Built in a temporary folder and renamed into place, so its existence means it
+    is complete; two processes building at once both succeed and one copy wins.
+    """
+    final = ws.copies_dir / (version_id + (f"-{selection_key}" if selection_key else ""))
+    if final.is_dir():
+        return final
+    tmp = ws.copies_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        materialize(ws, entries, tmp, mode=LINK_MODE, max_workers=max_workers, show_progress=show_progress)
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            _rmtree(tmp)
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    return final
+
+
+def _rmtree(path: Path) -> None:
+    def onerror(func: Callable[..., object], p: str, _exc: object) -> None:
+        os.chmod(os.path.dirname(p), 0o755)
+        func(p)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def verify_folder(entries: Iterable[Entry], folder: Path, *, skip_hash: bool = False) -> list[str]:
+    """Paths whose local file is missing or differs (size, or SHA-256 unless ``skip_hash``)."""
+    from mountfs.api.scan import sha256_file
+
+    bad = []
+    for e in entries:
+        p = folder / e.path
+        try:
+            if e.kind == SYMLINK:
+                if os.readlink(p) != e.target:
+                    bad.append(e.path)
+                continue
+            st = p.stat()
+        except OSError:
+            bad.append(e.path)
+            continue
+        if st.st_size != e.size or (not skip_hash and sha256_file(str(p))[0] != e.sha256):
+            bad.append(e.path)
+    return bad
