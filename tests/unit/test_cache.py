@@ -264,3 +264,40 @@ def test_concurrent_processes_keep_the_cache_consistent(tmp_path: Path) -> None:
         assert os.listdir(root / "tmp") == []
     finally:
         cache.close()
+
+
+def _disk_bytes(cache: ContentCache) -> int:
+    return sum(p.stat().st_size for p in (cache.root / "objects").rglob("*") if p.is_file())
+
+
+def test_batch_inserts_are_usable_at_once_and_committed_at_the_end(tmp_path: Path) -> None:
+    c = ContentCache(tmp_path / "cache", max_bytes=1_000_000)
+    shas = []
+    with c.batch():
+        for i in range(600):  # more than one group of rows
+            shas.append(put(c, i))
+            assert c.lookup(shas[-1]) is not None  # usable before its row is committed
+    other = ContentCache(tmp_path / "cache", max_bytes=1_000_000)  # another process's view
+    assert all(other.lookup(s) is not None for s in shas)
+    assert other.usage() == 600 * 1000 == _disk_bytes(other)
+    other.close()
+    c.close()
+
+
+def test_usage_counter_tracks_inserts_evictions_and_drops(tmp_path: Path) -> None:
+    c = ContentCache(tmp_path / "cache", max_bytes=5_500)
+    with c.batch():
+        for i in range(20):
+            put(c, i)
+    assert c.usage() <= 5_500
+    assert c.usage() == _disk_bytes(c)
+    for i in range(20, 30):
+        put(c, i)
+    assert c.usage() == _disk_bytes(c) <= 5_500
+    victim = put(c, 99)
+    path = c.path_for(victim)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"tampered")
+    assert c.lookup(victim) is None
+    assert c.usage() == _disk_bytes(c)
+    c.close()
