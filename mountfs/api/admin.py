@@ -8,6 +8,9 @@ Deletion removes the manifest first, so a crash half way leaves unreferenced dat
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -141,6 +144,7 @@ def gc(ws: Workspace, *, dry_run: bool = False, grace_seconds: float = 3600.0) -
     now = time.time()
     for url in sorted(locations):
         store = ws.data_store(url)
+        emptied: set[str] = set()
         for info in store.list(""):
             vid = info.key.split("/", 1)[0]
             if vid in drafts or info.key in wanted.get(vid, set()):
@@ -151,6 +155,22 @@ def gc(ws: Workspace, *, dry_run: bool = False, grace_seconds: float = 3600.0) -
             report.orphan_bytes += info.size
             if not dry_run:
                 store.delete(info.key)
+                emptied.add(vid)
+        if store.is_local:
+            # Temp files of writes killed half way: Store.list hides them, so sweep them here.
+            for temp, size in _stale_local_temps(store.url, now - grace_seconds):
+                report.orphan_objects.append(temp)
+                report.orphan_bytes += size
+                if not dry_run:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp)
+                    emptied.add(os.path.relpath(temp, store.url).split(os.sep, 1)[0])
+        for vid in sorted(emptied):
+            folder = store.local_path(vid) if "/" not in vid else None
+            if folder is not None and os.path.isdir(folder):
+                # A local folder is not an object, so nothing else removes it; rmdir only if empty.
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
     known = set(manifests)
     for path in sorted(ws.trees_dir.glob("*.sqlite")):
         if path.stem not in known:
@@ -166,6 +186,26 @@ def gc(ws: Workspace, *, dry_run: bool = False, grace_seconds: float = 3600.0) -
 
                 shutil.rmtree(path, ignore_errors=True)
     return report
+
+
+_TEMP_NAME = re.compile(r"^\..*\.tmp-[0-9a-f]+$")
+"""How mountfs.storage.store names an object being written (hidden, renamed into place on success)."""
+
+
+def _stale_local_temps(root: str, older_than: float) -> list[tuple[str, int]]:
+    found = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if not _TEMP_NAME.match(name):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_mtime <= older_than:
+                found.append((path, st.st_size))
+    return sorted(found)
 
 
 def check_closed(ws: Workspace, version_id: str) -> Manifest:

@@ -23,7 +23,7 @@ from mountfs.errors import (
     NotClosedError,
     UsageError,
 )
-from mountfs.snapshot.entries import FILE, LINK, SYMLINK, Entry, is_under
+from mountfs.snapshot.entries import FILE, LINK, SYMLINK, TOMBSTONE, Entry, is_under
 from mountfs.snapshot.manifest import CLOSED, DRAFT, PUBLISHED, Manifest
 from mountfs.tree.diff import TreeDiff, diff_trees
 
@@ -189,6 +189,11 @@ class Dataset:
         ws = _ws(workspace)
         if dataset_id:
             vid = ws.resolve(dataset_id)
+            if ws.catalogue.draft(vid) is None:
+                ws.refresh_one(vid)  # another machine may have deleted, renamed or published it
+                if ws.catalogue.manifest(vid) is None:
+                    ws.drop_local(vid)
+                    raise DatasetNotFoundError(f"dataset version {vid} no longer exists (deleted)")
         else:
             if not (dataset_project or dataset_name):
                 raise UsageError("give a dataset id, or a project and/or name")
@@ -289,24 +294,23 @@ class Dataset:
         if not Path(local_path).is_dir():
             raise UsageError(f"sync needs a folder: {local_path}")
         prefix = (dataset_path or "").strip("/")
-        local = scan.local_root_files(local_path)
-        current = drafts.effective_tree(self._ws, d)
-        gone = []
-        for p, e in current.items():
-            if e.kind == LINK or (prefix and not is_under(p, prefix)):
-                continue
-            rel = p[len(prefix) + 1 :] if prefix else p
-            if rel not in local:
-                gone.append(p)
+        files = scan.walk(local_path, dataset_path=prefix or None)
+        local = {f.path for f in files}
+        view = drafts.TreeView(self._ws, d)
+        gone = [
+            e.path
+            for e in view.iter_entries()
+            if e.kind != LINK and (not prefix or is_under(e.path, prefix)) and e.path not in local
+        ]
         removed = 0
         if gone:
-            self._ws.catalogue.delete_pending(d.id, gone)
-            base = self._ws.base_tree(d.parents)
-            from mountfs.snapshot.entries import TOMBSTONE
-
-            self._ws.catalogue.put_pending(d.id, [(Entry(p, TOMBSTONE), "") for p in gone if p in base])
+            in_base = view.base_many(gone)
+            with self._ws.catalogue.transaction():
+                self._ws.catalogue.delete_pending(d.id, gone)
+                self._ws.catalogue.put_pending(
+                    d.id, [(Entry(p, TOMBSTONE), "") for p in gone if p in in_base]
+                )
             removed = len(gone)
-        files = scan.walk(local_path, dataset_path=prefix or None)
         added, modified = drafts.add_files(self._ws, d, files)
         self._log("sync_folder", local_path=local_path, dataset_path=dataset_path)
         return removed, added, modified
@@ -434,8 +438,6 @@ class Dataset:
     def list_entries(
         self, dataset_path: str | None = None, recursive: bool = True, dataset_id: str | None = None
     ) -> list[Entry]:
-        import fnmatch
-
         out = []
         pat = (dataset_path or "").strip("/")
         origin = self._ws.resolve(dataset_id) if dataset_id else None
@@ -444,10 +446,7 @@ class Dataset:
                 continue
             if pat:
                 folder_match = is_under(e.path, pat) and (recursive or "/" not in e.path[len(pat) + 1 :])
-                name = e.path.rsplit("/", 1)[-1]
-                wild = fnmatch.fnmatchcase(e.path, pat) or (
-                    recursive and "/" not in pat and fnmatch.fnmatchcase(name, pat)
-                )
+                wild = drafts.wildcard_match(e.path, pat, recursive)
                 if not (folder_match or wild):
                     continue
             elif not recursive and "/" in e.path:

@@ -11,10 +11,12 @@ done (refresh() notices if the catalogue missed it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
+from mountfs.api.faults import crash_point
 from mountfs.api.scan import LocalFile, hash_files
 from mountfs.api.workspace import Workspace, new_id, now_iso, whoami
 from mountfs.catalogue.catalogue import Draft
@@ -29,7 +31,7 @@ from mountfs.errors import (
     VersionClosedError,
 )
 from mountfs.progress import progress
-from mountfs.snapshot.chunks import ChunkResult, PendingFile, plan_chunks, write_chunk
+from mountfs.snapshot.chunks import MAX_MEMBERS, ChunkResult, PendingFile, write_chunk
 from mountfs.snapshot.entries import FILE, LINK, TOMBSTONE, Entry, Location, is_under, normalize_path
 from mountfs.snapshot.filetable import FILE_TABLE_NAME, encode_file_table
 from mountfs.snapshot.manifest import CLOSED, ChunkRef, Manifest, ObjectRef, Stats
@@ -108,6 +110,70 @@ def effective_tree(ws: Workspace, d: Draft) -> dict[str, Entry]:
     return apply_changes(base, [e for e, _ in ws.catalogue.pending(d.id)])
 
 
+class TreeView:
+    """Point lookups in a draft's current tree (its parents' merged tree with its pending
+    changes) without building that tree.
+
+    Add and sync compare every local file with it; building a 100,000-file parent tree
+    in memory for that would cost more than the comparison and most of the memory budget.
+    """
+
+    def __init__(self, ws: Workspace, d: Draft) -> None:
+        self._pending = {e.path: e for e, _ in ws.catalogue.pending(d.id)}
+        self._tombs = {p for p, e in self._pending.items() if e.kind == TOMBSTONE}
+        self._files = {p for p, e in self._pending.items() if e.kind != TOMBSTONE}
+        self._base_many: Callable[[Sequence[str]], dict[str, Entry]]
+        if not d.parents:
+            self._base_many = lambda paths: {}
+            self._base_iter: Callable[[], Iterator[Entry]] = lambda: iter(())
+        elif len(d.parents) == 1:
+            index = ws.tree(d.parents[0])
+            self._base_many = index.get_many
+            self._base_iter = index.iter_entries
+        else:
+            merged = ws.base_tree(d.parents)
+            self._base_many = lambda paths: {p: merged[p] for p in paths if p in merged}
+            self._base_iter = lambda: iter(sorted(merged.values(), key=lambda e: e.path))
+
+    def _hidden(self, path: str) -> bool:
+        """Removed by a pending tombstone on it or a folder above it, or by a pending file above it."""
+        if path in self._tombs:
+            return True
+        i = path.find("/")
+        while i != -1:
+            folder = path[:i]
+            if folder in self._tombs or folder in self._files:
+                return True
+            i = path.find("/", i + 1)
+        return False
+
+    def base_many(self, paths: Sequence[str]) -> dict[str, Entry]:
+        """Entries of the parents' merged tree only (pending changes ignored)."""
+        return self._base_many(paths)
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        ask = []
+        for p in paths:
+            e = self._pending.get(p)
+            if e is not None:
+                if e.kind != TOMBSTONE:
+                    out[p] = e
+            elif not self._hidden(p):
+                ask.append(p)
+        out.update(self._base_many(ask))
+        return out
+
+    def iter_entries(self) -> Iterator[Entry]:
+        """Every entry of the current tree (base entries streamed, not held)."""
+        for e in self._base_iter():
+            if e.path not in self._pending and not self._hidden(e.path):
+                yield e
+        for e in self._pending.values():
+            if e.kind != TOMBSTONE and not self._hidden(e.path):
+                yield e
+
+
 def add_files(
     ws: Workspace,
     d: Draft,
@@ -116,20 +182,41 @@ def add_files(
     max_workers: int | None = None,
     show_progress: bool | None = None,
 ) -> tuple[int, int]:
-    """Hash local files and record those that differ from the draft's tree: (added, modified)."""
+    """Hash local files and record those that differ from the draft's tree: (added, modified).
+
+    Files are hashed and compared in batches, so memory grows with what changed, not with
+    the size of the folder; the changes are then recorded in one transaction.
+    """
+    view = TreeView(ws, d)
+    changed: list[tuple[Entry, str]] = []
+    added = modified = 0
     with progress(sum(f.size for f in files), "hashing", show=show_progress) as advance:
-        entries = hash_files(files, origin=d.id, max_workers=max_workers, advance=advance)
-    sources = {f.path: f.source for f in files}
-    return _record(ws, d, [(e, sources[e.path] if e.kind == FILE else "") for e in entries])
+        for i in range(0, len(files), 8192):
+            batch = files[i : i + 8192]
+            entries = hash_files(batch, origin=d.id, max_workers=max_workers, advance=advance)
+            crash_point("add.hashed")
+            a, m = _compare(
+                view,
+                [(e, f.source if e.kind == FILE else "") for e, f in zip(entries, batch, strict=True)],
+                changed,
+            )
+            added += a
+            modified += m
+    ws.catalogue.put_pending(d.id, changed)
+    return added, modified
 
 
 def add_links(ws: Workspace, d: Draft, entries: Sequence[Entry]) -> tuple[int, int]:
-    return _record(ws, d, [(e, "") for e in entries])
-
-
-def _record(ws: Workspace, d: Draft, rows: list[tuple[Entry, str]]) -> tuple[int, int]:
-    current = effective_tree(ws, d)
     changed: list[tuple[Entry, str]] = []
+    added, modified = _compare(TreeView(ws, d), [(e, "") for e in entries], changed)
+    ws.catalogue.put_pending(d.id, changed)
+    return added, modified
+
+
+def _compare(
+    view: TreeView, rows: list[tuple[Entry, str]], changed: list[tuple[Entry, str]]
+) -> tuple[int, int]:
+    current = view.get_many([e.path for e, _ in rows])
     added = modified = 0
     for e, src in rows:
         old = current.get(e.path)
@@ -140,15 +227,32 @@ def _record(ws: Workspace, d: Draft, rows: list[tuple[Entry, str]]) -> tuple[int
         else:
             modified += 1
         changed.append((e, src))
-    ws.catalogue.put_pending(d.id, changed)
     return added, modified
+
+
+def wildcard_match(path: str, pattern: str, recursive: bool) -> bool:
+    """clearml's ``matches_any_wildcard`` for one pattern.
+
+    With ``recursive``, ``*`` spans folders and a pattern without '/' also matches file
+    names in any folder. Without it, the pattern matches segment by segment, so it only
+    names paths at its own depth ('*.log' matches 'a.log', not 'k/a.log').
+    """
+    import fnmatch
+
+    if not recursive:
+        parts, pats = path.split("/"), pattern.split("/")
+        return len(parts) == len(pats) and all(
+            fnmatch.fnmatchcase(part, pat) for part, pat in zip(parts, pats, strict=True)
+        )
+    name = path.rsplit("/", 1)[-1]
+    return fnmatch.fnmatchcase(path, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(name, pattern))
 
 
 def matching_paths(tree_paths: Sequence[str], pattern: str, recursive: bool) -> tuple[list[str], list[str]]:
     """(folders, files) of the tree that a remove pattern names.
 
-    A folder path removes the folder; otherwise the pattern is a wildcard over full
-    dataset paths, and with ``recursive`` also over file names in any folder.
+    A folder path removes the folder; otherwise the pattern is a wildcard (see
+    ``wildcard_match``) over dataset paths.
     """
     import fnmatch
 
@@ -160,12 +264,7 @@ def matching_paths(tree_paths: Sequence[str], pattern: str, recursive: bool) -> 
         return [pat], []
     files = []
     for p in tree_paths:
-        name = p.rsplit("/", 1)[-1]
-        if (
-            fnmatch.fnmatchcase(p, pat)
-            or (recursive and "/" not in pat and fnmatch.fnmatchcase(name, pat))
-            or (recursive and fnmatch.fnmatchcase(p, pat + "/*"))
-        ):
+        if wildcard_match(p, pat, recursive) or (recursive and fnmatch.fnmatchcase(p, pat + "/*")):
             files.append(p)
     return [], files
 
@@ -217,65 +316,96 @@ def upload(
             raise UsageError(f"draft {d.id} already has chunks in {d.data_url}; cannot move its storage")
         ws.catalogue.update_draft(d.id, data_url=output_url)
         d = get_draft(ws, d.id)
-    todo = list(ws.catalogue.pending(d.id, only_not_uploaded=True))
-    if not todo:
+    if not ws.catalogue.pending_count(d.id, only_not_uploaded=True):
         return 0
+    # Streamed, never a whole tree in memory: only a SHA-256 -> location map of stored bytes.
     known: dict[str, Location] = {}
-    for e in ws.base_tree(d.parents).values():
-        if e.kind == FILE and e.loc is not None:
-            known.setdefault(e.sha256, e.loc)
+    for parent in d.parents:
+        for e in ws.tree(parent).iter_entries():
+            if e.kind == FILE and e.loc is not None:
+                known.setdefault(e.sha256, e.loc)
     for e, _ in ws.catalogue.pending(d.id):
         if e.kind == FILE and e.loc is not None:
             known.setdefault(e.sha256, e.loc)
-    refs: list[Entry] = []
-    to_zip: list[PendingFile] = []
-    first: set[str] = set()
-    later: list[Entry] = []
-    for e, src in todo:
-        if e.sha256 in known:
-            refs.append(replace(e, loc=known[e.sha256]))
-        elif e.sha256 in first:
-            later.append(e)
-        else:
-            first.add(e.sha256)
-            to_zip.append(PendingFile(e.path, src, e.size, e.sha256, e.mode, e.mtime_ns))
-    if refs:
-        ws.catalogue.record_upload(d.id, refs, None)
     size = chunk_size if chunk_size is not None else d.chunk_size
-    plan = plan_chunks(to_zip, size)
-    start = max((c.index for c in d.chunks), default=-1) + 1
+    cap = size if size > 0 else 1 << 62
+    index = max((c.index for c in d.chunks), default=-1) + 1
     data = ws.data_store(d.data_url)
-    workers = max(1, min(max_workers or 2, len(plan)))
+    workers = max(1, max_workers or 2)
+    written = 0
 
     def job(index: int, files: Sequence[PendingFile], advance: object) -> tuple[int, ChunkResult]:
         with data.writer(chunk_key(d.id, index)) as out:
             result = write_chunk(out, files, version=d.id, chunk=index, progress=advance)  # type: ignore[arg-type]
         return index, result
 
+    # One pass over the pending rows in path order: references are recorded in batches,
+    # files are cut into chunks as they come, and at most workers + 1 chunks are in
+    # flight, so memory stays flat however many files the draft holds.
+    refs: list[Entry] = []
+    first: set[str] = set()
+    later: list[Entry] = []
+    in_flight: deque[Future[tuple[int, ChunkResult]]] = deque()
     error: BaseException | None = None
+
+    def finish(fut: Future[tuple[int, ChunkResult]]) -> None:
+        nonlocal error, written
+        try:
+            done_index, result = fut.result()
+        except BaseException as exc:  # record what succeeded, then report the first failure
+            error = error or exc
+            return
+        crash_point("upload.chunk_written")
+        ref = ChunkRef(done_index, chunk_key(d.id, done_index), result.size, result.sha256)
+        ws.catalogue.record_upload(d.id, result.entries, ref)
+        crash_point("upload.chunk_recorded")
+        written += 1
+        for e in result.entries:
+            assert e.loc is not None
+            known.setdefault(e.sha256, e.loc)
+
+    total = ws.catalogue.pending_bytes(d.id, only_not_uploaded=True)
     with (
-        progress(sum(f.size for f in to_zip), "uploading", show=show_progress) as advance,
+        progress(total, "uploading", show=show_progress) as advance,
         ThreadPoolExecutor(workers, thread_name_prefix="dsmount-zip") as pool,
     ):
-        futures: list[Future[tuple[int, ChunkResult]]] = [
-            pool.submit(job, start + k, files, advance) for k, files in enumerate(plan)
-        ]
-        for fut in futures:
-            try:
-                index, result = fut.result()
-            except BaseException as exc:  # record what succeeded, then report the first failure
-                error = error or exc
-                continue
-            ref = ChunkRef(index, chunk_key(d.id, index), result.size, result.sha256)
-            ws.catalogue.record_upload(d.id, result.entries, ref)
-            for e in result.entries:
-                assert e.loc is not None
-                known.setdefault(e.sha256, e.loc)
+        current: list[PendingFile] = []
+        filled = 0
+
+        def submit() -> None:
+            nonlocal current, filled, index
+            in_flight.append(pool.submit(job, index, current, advance))
+            index += 1
+            current, filled = [], 0
+            while len(in_flight) > workers:
+                finish(in_flight.popleft())
+
+        for e, src in ws.catalogue.pending(d.id, only_not_uploaded=True):
+            if e.sha256 in known:
+                refs.append(replace(e, loc=known[e.sha256]))
+                advance(e.size)
+                if len(refs) >= 4096:
+                    ws.catalogue.record_upload(d.id, refs, None)
+                    refs = []
+            elif e.sha256 in first:
+                later.append(e)
+            else:
+                first.add(e.sha256)
+                if current and (filled + e.size > cap or len(current) >= MAX_MEMBERS):
+                    submit()
+                current.append(PendingFile(e.path, src, e.size, e.sha256, e.mode, e.mtime_ns))
+                filled += e.size
+        if current:
+            submit()
+        while in_flight:
+            finish(in_flight.popleft())
+    if refs:
+        ws.catalogue.record_upload(d.id, refs, None)
     if error is not None:
         raise error
     if later:
         ws.catalogue.record_upload(d.id, [replace(e, loc=known[e.sha256]) for e in later], None)
-    return len(plan)
+    return written
 
 
 def close(
@@ -313,6 +443,7 @@ def close(
     data = ws.data_store(d.data_url)
     table_key = f"{d.id}/{FILE_TABLE_NAME}"
     data.write_bytes(table_key, raw)
+    crash_point("close.table_written")
     import hashlib
 
     stats = Stats(
@@ -349,6 +480,7 @@ def close(
     )
     if not ws.write_manifest(manifest, exclusive=True):
         manifest = ws.manifest(d.id)  # a close that crashed after its manifest: the version is there
+    crash_point("close.manifest_written")
     TreeIndex.build(ws.tree_path(d.id), d.id, final)
     ws.catalogue.delete_draft(d.id)
     return manifest

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mountfs.api.workspace import Workspace
-from mountfs.errors import IntegrityError, UsageError
+from mountfs.errors import IntegrityError, ObjectMissingError, StoreUnavailableError, UsageError
 from mountfs.progress import progress
 from mountfs.snapshot.entries import FILE, LINK, SYMLINK, Entry, is_under
 from mountfs.snapshot.reader import iter_member
@@ -88,7 +88,9 @@ class _Placer:
     def place(self, e: Entry) -> bool:
         """False when the object vanished from the cache (evicted by another process)."""
         target = self._parent(e.path)
-        if self.mode == LINK_MODE and not self.cross_device:
+        # A cache object is shared by every path with its bytes and is 0o444, so an
+        # executable file gets its own read-only copy to carry its x bits.
+        if self.mode == LINK_MODE and not self.cross_device and not e.mode & 0o111:
             try:
                 return self.ws.cache.link_into(e.sha256, target)
             except OSError as exc:
@@ -97,22 +99,58 @@ class _Placer:
                 self.cross_device = True
         if not self.ws.cache.copy_into(e.sha256, target):
             return False
+        self.finish(e, target)
+        return True
+
+    def finish(self, e: Entry, target: Path) -> None:
         if self.mode == COPY_MODE:
             os.chmod(target, e.mode & 0o7777)
             os.utime(target, ns=(e.mtime_ns, e.mtime_ns))
         else:
             os.chmod(target, 0o444 | (0o111 if e.mode & 0o111 else 0))
-        return True
+
+    def write_direct(self, e: Entry, read: Callable[[int, int], bytes]) -> None:
+        """Stream a member straight to its target, verified: no second copy through the cache.
+
+        Used for writable copies from a local store, where caching the bytes again would
+        only double the writes. The member's CRC-32 is checked before its last block is
+        written and its SHA-256 after; a mismatch removes the file, so no wrong content stays.
+        """
+        import hashlib
+
+        assert e.loc is not None
+        target = self._parent(e.path)
+        h = hashlib.sha256()
+        try:
+            with open(target, "wb") as f:
+                for block in iter_member(read, e.loc, e.size, name=e.path):
+                    h.update(block)
+                    f.write(block)
+            if h.hexdigest() != e.sha256:
+                raise IntegrityError(f"corrupt data for {e.path}: SHA-256 does not match the file table")
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        self.finish(e, target)
 
 
 def _chunk_reader(store: Store, key: str) -> Callable[[int, int], bytes]:
     local = store.local_path(key)
     if local is None:
         return lambda offset, length: store.read_range(key, offset, length)
-    fd = os.open(local, os.O_RDONLY)
+    # pread on the local file, bypassing Store: so its errors are translated here, as Store would.
+    try:
+        fd = os.open(local, os.O_RDONLY)
+    except FileNotFoundError:
+        raise ObjectMissingError(f"missing in store {store.url}: {key}") from None
+    except OSError as exc:
+        raise StoreUnavailableError(f"store {store.url} failed on {key}: {exc.strerror}") from exc
 
     def read(offset: int, length: int) -> bytes:
-        data = os.pread(fd, length, offset)
+        try:
+            data = os.pread(fd, length, offset)
+        except OSError as exc:
+            raise StoreUnavailableError(f"store {store.url} failed on {key}: {exc.strerror}") from exc
         if len(data) != length:
             raise IntegrityError(f"short read in {key} at {offset}: chunk truncated")
         return data
@@ -176,16 +214,25 @@ def materialize(
                     return
             raise IntegrityError(f"could not keep {e.path} in the cache long enough to place it")
 
+        direct = mode == COPY_MODE
+
         def run_chunk(item: tuple[tuple[str, int], list[Entry]]) -> None:
             (version, chunk), members = item
             key = chunk_keys[version].get(chunk)
             if key is None:
                 raise IntegrityError(f"version {version} has no chunk {chunk}")
+            store = stores[version]
+            local = direct and store.is_local
             read = None
             try:
                 for e in sorted(members, key=lambda x: x.loc.offset if x.loc else 0):
+                    if local and ws.cache.lookup(e.sha256) is None:
+                        read = read or _chunk_reader(store, key)
+                        placer.write_direct(e, read)
+                        advance(e.size)
+                        continue
                     if read is None and ws.cache.lookup(e.sha256) is None:
-                        read = _chunk_reader(stores[version], key)
+                        read = _chunk_reader(store, key)
                     ensure(e, read)
             finally:
                 closer = getattr(read, "close", None)
@@ -202,13 +249,14 @@ def materialize(
         if links:
             work.append(lambda: run_links(links))
         workers = max(1, min(max_workers or 4, len(work)))
-        if workers == 1:
-            for job in work:
-                job()
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="dsmount-get") as pool:
-                for fut in [pool.submit(job) for job in work]:
-                    fut.result()
+        with ws.cache.batch():
+            if workers == 1:
+                for job in work:
+                    job()
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="dsmount-get") as pool:
+                    for fut in [pool.submit(job) for job in work]:
+                        fut.result()
 
 
 def prepare_target(target: Path, overwrite: bool) -> None:

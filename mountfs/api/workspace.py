@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mountfs.catalogue.catalogue import Catalogue
+from mountfs.catalogue.refs import parse_ref
 from mountfs.config import Settings
 from mountfs.errors import (
     DatasetNotFoundError,
@@ -141,11 +142,13 @@ class Workspace:
             except ObjectMissingError:
                 continue  # deleted while we listed
             self.catalogue.upsert_manifest(manifest, info.etag)
-            if self.catalogue.draft(vid) is not None:
-                # A close that crashed after writing the manifest: the version exists, the draft is done.
-                self.catalogue.delete_draft(vid)
         for vid in known.keys() - seen:
             self.catalogue.remove_version(vid)
+        for draft in self.catalogue.drafts():
+            if draft.id in seen:
+                # A close killed after its manifest: the version exists, the draft is done. Checked
+                # for every draft, not only changed manifests, because that close already indexed it.
+                self.catalogue.delete_draft(draft.id)
         self._refreshed = True
 
     def ensure_refreshed(self) -> None:
@@ -173,8 +176,13 @@ class Workspace:
         return out
 
     def resolve(self, ref: str, *, include_drafts: bool = True) -> str:
-        """Full id, unique id prefix or project/name[@version] to a version id."""
-        self.ensure_refreshed()
+        """Full id, unique id prefix or project/name[@version] to a version id.
+
+        A name reference is resolved against a fresh registry listing: its newest version
+        may have been created (or deleted) on another machine since the last refresh.
+        """
+        if not self._refreshed or parse_ref(ref).kind == "name":
+            self.refresh()
         try:
             return self.catalogue.resolve(ref, include_drafts=include_drafts)
         except DatasetNotFoundError:

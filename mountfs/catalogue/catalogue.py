@@ -36,7 +36,7 @@ __all__ = ["Catalogue", "Draft", "VersionRow"]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
-CACHE_KIB = 64 * 1024
+CACHE_KIB = 8 * 1024  # page cache; larger buys little and counts against the 150 MB budget
 MAX_CANDIDATES = 5
 """Ids shown in an ambiguity error: enough to pick from, short enough for one line."""
 

@@ -65,8 +65,16 @@ class ChunkResult:
     """SHA-256 of the whole zip, recorded in the manifest to verify downloads."""
 
 
-def plan_chunks(files: Sequence[PendingFile], chunk_size: int) -> list[list[PendingFile]]:
-    """Group files into chunks of about ``chunk_size`` bytes, in path order.
+MAX_MEMBERS = 16384
+"""Members per chunk at most: zipfile keeps every member's header in memory until the
+central directory is written, so this bounds the memory of writing many small files,
+and it lets several chunks of small files be written in parallel."""
+
+
+def plan_chunks(
+    files: Sequence[PendingFile], chunk_size: int, max_members: int = MAX_MEMBERS
+) -> list[list[PendingFile]]:
+    """Group files into chunks of about ``chunk_size`` bytes (and ``max_members``), in path order.
 
     Path order keeps a folder in few chunks, so fetching or mounting one folder
     touches few objects. A chunk always holds at least one file (an oversized file
@@ -76,12 +84,12 @@ def plan_chunks(files: Sequence[PendingFile], chunk_size: int) -> list[list[Pend
     if not ordered:
         return []
     if chunk_size <= 0:
-        return [ordered]
+        chunk_size = 1 << 62
     chunks: list[list[PendingFile]] = []
     current: list[PendingFile] = []
     filled = 0
     for f in ordered:
-        if current and filled + f.size > chunk_size:
+        if current and (filled + f.size > chunk_size or len(current) >= max_members):
             chunks.append(current)
             current = []
             filled = 0

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,8 +138,9 @@ def _loc_columns(loc: Location | None) -> tuple[Any, ...]:
     return (loc.version, loc.chunk, loc.offset, loc.stored_size, loc.method, loc.crc32)
 
 
-def _rows(tree: Mapping[str, Entry]) -> tuple[list[tuple[Any, ...]], int]:
-    """Every node row in inode order, and the total size of the entries."""
+def _rows(tree: Mapping[str, Entry]) -> tuple[Iterator[tuple[Any, ...]], int, int]:
+    """Every node row in inode order (generated, so a large tree is never held twice),
+    the number of rows, and the total size of the entries."""
     dirs: dict[str, int] = {"": 0}  # folder -> newest mtime below it
     for path, entry in tree.items():
         if path != entry.path:
@@ -160,21 +161,22 @@ def _rows(tree: Mapping[str, Entry]) -> tuple[list[tuple[Any, ...]], int]:
         raise IntegrityError(f"{clash!r} is both a file and a folder in the tree")
     paths = sorted(dirs.keys() | tree.keys())
     inos = {p: n for n, p in enumerate(paths, start=ROOT_INO)}  # '' sorts first: the root is 1
-    rows: list[tuple[Any, ...]] = []
-    total = 0
-    for path in paths:
-        ino = inos[path]
-        cut = path.rfind("/")
-        parent = inos[path[:cut]] if cut != -1 else ROOT_INO
-        name = path[cut + 1 :]
-        e = tree.get(path)
-        if e is None:
-            rows.append((ino, parent, name, path, DIR, 0, None, DIR_MODE, dirs[path], None, None, *_NO_LOC))
-            continue
-        total += e.size
-        row = (ino, parent, name, path, e.kind, e.size, e.sha256, e.mode, e.mtime_ns, e.target, e.origin)
-        rows.append((*row, *_loc_columns(e.loc)))
-    return rows, total
+    total = sum(e.size for e in tree.values())
+
+    def generate() -> Iterator[tuple[Any, ...]]:
+        for path in paths:
+            ino = inos[path]
+            cut = path.rfind("/")
+            parent = inos[path[:cut]] if cut != -1 else ROOT_INO
+            name = path[cut + 1 :]
+            e = tree.get(path)
+            if e is None:
+                yield (ino, parent, name, path, DIR, 0, None, DIR_MODE, dirs[path], None, None, *_NO_LOC)
+                continue
+            row = (ino, parent, name, path, e.kind, e.size, e.sha256, e.mode, e.mtime_ns, e.target, e.origin)
+            yield (*row, *_loc_columns(e.loc))
+
+    return generate(), len(paths), total
 
 
 class TreeIndex:
@@ -198,7 +200,7 @@ class TreeIndex:
         durability pragmas can be off; builders racing on one version write identical
         content and the last rename wins.
         """
-        rows, total = _rows(tree)
+        rows, n_rows, total = _rows(tree)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -218,7 +220,7 @@ class TreeIndex:
                     "version": version,
                     "format": FORMAT,
                     "entries": str(len(tree)),
-                    "dirs": str(len(rows) - len(tree)),
+                    "dirs": str(n_rows - len(tree)),
                     "bytes": str(total),
                 }
                 conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
@@ -277,6 +279,22 @@ class TreeIndex:
         row = self._query(f"SELECT {_ENTRY_COLUMNS} FROM nodes WHERE path = ? AND kind != ?", (path, DIR))
         found = row.fetchone()
         return None if found is None else _entry(found)
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Entry]:
+        """The entries at those of ``paths`` that are files, links or symlinks.
+
+        One query per few hundred paths: comparing a folder of 100,000 files against a
+        version costs a fraction of a second instead of 100,000 round trips.
+        """
+        out: dict[str, Entry] = {}
+        for i in range(0, len(paths), 500):
+            part = paths[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT {_ENTRY_COLUMNS} FROM nodes WHERE path IN ({marks}) AND kind != ?"
+            for row in self._query(sql, (*part, DIR)):
+                e = _entry(row)
+                out[e.path] = e
+        return out
 
     def is_dir(self, path: str) -> bool:
         if path == "":
