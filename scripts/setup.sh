@@ -18,7 +18,13 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,fuse]" 2>&1 | grep -v "is ignored" || true
+log=$(mktemp)
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel &&
+       .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,fuse]"; } >"$log" 2>&1; then
+    grep -v "is ignored" "$log" >&2
+    echo "setup: pip install failed" >&2
+    exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c "import mountfs, pyfuse3" || { echo "setup: install failed" >&2; exit 1; }
 echo "setup: ready (.venv/bin/dsmount)" >&2

@@ -311,22 +311,42 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
-def verify_folder(entries: Iterable[Entry], folder: Path, *, skip_hash: bool = False) -> list[str]:
-    """Paths whose local file is missing or differs (size, or SHA-256 unless ``skip_hash``)."""
+def verify_folder(
+    entries: Iterable[Entry],
+    folder: Path,
+    *,
+    skip_hash: bool = False,
+    max_workers: int | None = None,
+    show_progress: bool | None = None,
+) -> list[str]:
+    """Paths whose local file is missing or differs (size, or SHA-256 unless ``skip_hash``).
+
+    Hashing runs in threads over batches, as in `add`; the result is in path order.
+    """
     from mountfs.api.scan import sha256_file
 
-    bad = []
-    for e in entries:
+    def check(e: Entry) -> bool:
         p = folder / e.path
         try:
             if e.kind == SYMLINK:
-                if os.readlink(p) != e.target:
-                    bad.append(e.path)
-                continue
+                return os.readlink(p) == e.target
             st = p.stat()
         except OSError:
-            bad.append(e.path)
-            continue
-        if st.st_size != e.size or (not skip_hash and sha256_file(str(p))[0] != e.sha256):
-            bad.append(e.path)
-    return bad
+            return False
+        if st.st_size != e.size:
+            return False
+        return skip_hash or sha256_file(str(p))[0] == e.sha256
+
+    todo = list(entries)
+    total = len(todo) if skip_hash else sum(e.size for e in todo)
+    with progress(total, "verifying", unit="file" if skip_hash else "B", show=show_progress) as advance:
+
+        def batch(part: list[Entry]) -> list[str]:
+            bad = [e.path for e in part if not check(e)]
+            advance(len(part) if skip_hash else sum(e.size for e in part))
+            return bad
+
+        parts = [todo[i : i + 256] for i in range(0, len(todo), 256)]
+        workers = max(1, min(max_workers or os.cpu_count() or 2, len(parts)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="dsmount-verify") as pool:
+            return [path for bad in pool.map(batch, parts) for path in bad]

@@ -26,6 +26,7 @@ from mountfs.errors import (
     IntegrityError,
     NotClosedError,
     ObjectMissingError,
+    StoreUnavailableError,
 )
 from mountfs.snapshot.entries import Entry
 from mountfs.snapshot.filetable import decode_file_table
@@ -127,6 +128,9 @@ class Workspace:
         Only manifests whose etag changed are read, so a refresh of an unchanged
         registry costs one listing.
         """
+        if self.store.exists(REGISTRY.rstrip("/")):
+            # Listing 'registry/' would return the file itself and make every version vanish.
+            raise StoreUnavailableError(f"store {self.store.url} is damaged: 'registry' is a file, not a folder")
         known = self.catalogue.etags()
         seen: set[str] = set()
         for info in self.store.list(REGISTRY):
