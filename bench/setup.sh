@@ -9,7 +9,10 @@ command -v git >/dev/null || { echo "setup.sh: git is required by DVC" >&2; exit
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "$spec"
+pip_install() {  # hide the mirror's "Location ... is ignored" noise, keep real errors
+    "$venv/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
+pip_install --upgrade pip
+pip_install "$spec"
 "$venv/bin/dvc" --version
 mkdir -p "$here/work" "$here/results"

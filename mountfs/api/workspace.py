@@ -130,7 +130,9 @@ class Workspace:
         """
         if self.store.exists(REGISTRY.rstrip("/")):
             # Listing 'registry/' would return the file itself and make every version vanish.
-            raise StoreUnavailableError(f"store {self.store.url} is damaged: 'registry' is a file, not a folder")
+            raise StoreUnavailableError(
+                f"store {self.store.url} is damaged: 'registry' is a file, not a folder"
+            )
         known = self.catalogue.etags()
         seen: set[str] = set()
         for info in self.store.list(REGISTRY):
