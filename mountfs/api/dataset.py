@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -555,6 +555,16 @@ class Dataset:
 
     # ----- getting the files ------------------------------------------------------------
 
+    def _selection(
+        self, files: Sequence[str] | None, part: int | None, num_parts: int | None
+    ) -> tuple[Iterable[Entry], int]:
+        """What a get fetches, and its size; the whole version is streamed from the index."""
+        index = self._ws.tree(self._id)
+        if not files and part is None and num_parts is None:
+            return index.iter_entries(), index.total_bytes()
+        chosen = fetch.select(index.iter_entries(), files, part, num_parts)
+        return chosen, sum(e.size for e in chosen)
+
     def get_local_copy(
         self,
         use_soft_links: bool | None = None,
@@ -567,12 +577,18 @@ class Dataset:
     ) -> str:
         """A read-only copy in the local cache folder (hard links into the content cache)."""
         self._need_closed()
-        entries = fetch.select(self._ws.tree(self._id).iter_entries(), files, part, num_parts)
+        entries, total = self._selection(files, part, num_parts)
         key = ""
         if files or num_parts is not None:
             key = hashlib.sha256(json.dumps([sorted(files or []), part, num_parts]).encode()).hexdigest()[:12]
         path = fetch.cached_copy(
-            self._ws, self._id, entries, key, max_workers=max_workers, show_progress=show_progress
+            self._ws,
+            self._id,
+            entries,
+            key,
+            total=total,
+            max_workers=max_workers,
+            show_progress=show_progress,
         )
         self._ws.catalogue.set_state(LAST_ID, self._id)
         return str(path)
@@ -591,7 +607,7 @@ class Dataset:
     ) -> str:
         """Writable files (modes and mtimes as stored) in ``target_folder``; with ``link``, hard links."""
         self._need_closed()
-        entries = fetch.select(self._ws.tree(self._id).iter_entries(), files, part, num_parts)
+        entries, total = self._selection(files, part, num_parts)
         target = Path(target_folder).expanduser().absolute()
         fetch.prepare_target(target, overwrite)
         fetch.materialize(
@@ -599,6 +615,7 @@ class Dataset:
             entries,
             target,
             mode=fetch.LINK_MODE if link else fetch.COPY_MODE,
+            total=total,
             max_workers=max_workers,
             show_progress=show_progress,
         )

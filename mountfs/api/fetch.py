@@ -15,9 +15,9 @@ import os
 import shutil
 import threading
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from mountfs.api.workspace import Workspace
@@ -175,33 +175,33 @@ def fetch_into_cache(ws: Workspace, e: Entry, read: Callable[[int, int], bytes] 
 
 def materialize(
     ws: Workspace,
-    entries: Sequence[Entry],
+    entries: Iterable[Entry],
     dest: Path,
     *,
     mode: str,
+    total: int | None = None,
     max_workers: int | None = None,
     show_progress: bool | None = None,
 ) -> None:
-    """Write ``entries`` below ``dest`` (which must exist): hard links into the cache or copies."""
+    """Write ``entries`` below ``dest`` (which must exist): hard links into the cache or copies.
+
+    Entries are consumed as a stream: files are grouped by the chunk that holds them and a
+    group is handed to a worker once it is a few thousand files long, with a bounded number
+    of groups in flight, so a version of any size is fetched in flat memory.
+    """
     placer = _Placer(ws, dest, mode)
-    groups: dict[tuple[str, int], list[Entry]] = defaultdict(list)
-    links: list[Entry] = []
-    for e in entries:
-        if e.kind == SYMLINK:
-            placer.symlink(e)
-        elif e.kind == LINK:
-            links.append(e)
-        elif e.kind == FILE:
-            if e.loc is None:
-                raise IntegrityError(f"{e.path} has no stored location")
-            groups[(e.loc.version, e.loc.chunk)].append(e)
     chunk_keys: dict[str, dict[int, str]] = {}
     stores: dict[str, Store] = {}
-    for version in {v for v, _ in groups}:
-        m = ws.manifest(version)
-        chunk_keys[version] = {c.index: c.key for c in m.chunks}
-        stores[version] = ws.data_store(m.data_url)
-    total = sum(e.size for e in entries if e.kind != SYMLINK)
+    direct = mode == COPY_MODE
+    if total is None:
+        entries = list(entries)
+        total = sum(e.size for e in entries if e.kind != SYMLINK)
+
+    def locate(version: str) -> None:
+        if version not in chunk_keys:
+            m = ws.manifest(version)
+            chunk_keys[version] = {c.index: c.key for c in m.chunks}
+            stores[version] = ws.data_store(m.data_url)
 
     with progress(total, "fetching", show=show_progress) as advance:
 
@@ -214,10 +214,7 @@ def materialize(
                     return
             raise IntegrityError(f"could not keep {e.path} in the cache long enough to place it")
 
-        direct = mode == COPY_MODE
-
-        def run_chunk(item: tuple[tuple[str, int], list[Entry]]) -> None:
-            (version, chunk), members = item
+        def run_chunk(version: str, chunk: int, members: list[Entry]) -> None:
             key = chunk_keys[version].get(chunk)
             if key is None:
                 raise IntegrityError(f"version {version} has no chunk {chunk}")
@@ -243,20 +240,42 @@ def materialize(
             for e in batch:
                 ensure(e, None)
 
-        from functools import partial
+        workers = max(1, max_workers or 4)
+        groups: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+        links: list[Entry] = []
+        in_flight: deque[Future[None]] = deque()
+        with ws.cache.batch(), ThreadPoolExecutor(workers, thread_name_prefix="dsmount-get") as pool:
 
-        work: list[Callable[[], None]] = [partial(run_chunk, item) for item in groups.items()]
-        if links:
-            work.append(lambda: run_links(links))
-        workers = max(1, min(max_workers or 4, len(work)))
-        with ws.cache.batch():
-            if workers == 1:
-                for job in work:
-                    job()
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="dsmount-get") as pool:
-                    for fut in [pool.submit(job) for job in work]:
-                        fut.result()
+            def submit(version: str, chunk: int, members: list[Entry]) -> None:
+                in_flight.append(pool.submit(run_chunk, version, chunk, members))
+                while len(in_flight) > 2 * workers:
+                    in_flight.popleft().result()
+
+            try:
+                for e in entries:
+                    if e.kind == SYMLINK:
+                        placer.symlink(e)
+                    elif e.kind == LINK:
+                        links.append(e)
+                    elif e.kind == FILE:
+                        if e.loc is None:
+                            raise IntegrityError(f"{e.path} has no stored location")
+                        locate(e.loc.version)
+                        group = groups[(e.loc.version, e.loc.chunk)]
+                        group.append(e)
+                        if len(group) >= 2048:
+                            submit(e.loc.version, e.loc.chunk, groups.pop((e.loc.version, e.loc.chunk)))
+                for (version, chunk), members in groups.items():
+                    submit(version, chunk, members)
+                groups.clear()
+                if links:
+                    in_flight.append(pool.submit(run_links, links))
+                while in_flight:
+                    in_flight.popleft().result()
+            except BaseException:
+                for fut in in_flight:
+                    fut.cancel()
+                raise
 
 
 def prepare_target(target: Path, overwrite: bool) -> None:
@@ -273,9 +292,10 @@ def prepare_target(target: Path, overwrite: bool) -> None:
 def cached_copy(
     ws: Workspace,
     version_id: str,
-    entries: Sequence[Entry],
+    entries: Iterable[Entry],
     selection_key: str,
     *,
+    total: int | None = None,
     max_workers: int | None = None,
     show_progress: bool | None = None,
 ) -> Path:
@@ -290,7 +310,15 @@ def cached_copy(
     tmp = ws.copies_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        materialize(ws, entries, tmp, mode=LINK_MODE, max_workers=max_workers, show_progress=show_progress)
+        materialize(
+            ws,
+            entries,
+            tmp,
+            mode=LINK_MODE,
+            total=total,
+            max_workers=max_workers,
+            show_progress=show_progress,
+        )
         try:
             os.rename(tmp, final)
         except OSError as exc:
