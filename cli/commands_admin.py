@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from mountfs.cli.main import Context, add_id, add_json, command
-from mountfs.cli.output import human_size as human
-from mountfs.cli.output import print_json as emit_json
+from mountfs.cli.main import Context, add_id, add_json, command, show_args
+from mountfs.cli.output import human_size, print_json
 
 
 def register(sub: Any) -> None:
     p = command(
         sub, "delete", delete, "delete a version (refused while others depend on it) or a whole dataset"
     )
-    add_id(p)
+    add_id(p, last_used=False)
     p.add_argument("--project", help="with --name: the dataset's project")
     p.add_argument("--name", help="with --project: the dataset's name")
     p.add_argument("--version", help="with --project and --name: this version (default: the highest)")
@@ -75,7 +74,7 @@ def delete(ctx: Context) -> int:
         workspace=ctx.workspace,
     )
     if a.json:
-        emit_json({"deleted": ids})
+        print_json({"deleted": ids})
     else:
         for vid in ids:
             print(f"deleted {vid}")
@@ -86,8 +85,7 @@ def squash(ctx: Context) -> int:
     from mountfs.api.dataset import Dataset
 
     a = ctx.args
-    if a.verbose:
-        print(f"arguments: {vars(a)}")
+    show_args(a)
     ds = Dataset.squash(
         a.name,
         dataset_ids=[ctx.resolve(i) for i in a.ids],
@@ -96,7 +94,7 @@ def squash(ctx: Context) -> int:
         workspace=ctx.workspace,
     )
     if a.json:
-        emit_json({"id": ds.id, "project": ds.project, "name": ds.name, "version": ds.version})
+        print_json({"id": ds.id, "project": ds.project, "name": ds.name, "version": ds.version})
     else:
         print(f"squashed into {ds.project}/{ds.name}@{ds.version} id={ds.id}")
     return 0
@@ -135,7 +133,7 @@ def gc(ctx: Context) -> int:
     a = ctx.args
     report = admin.gc(ctx.workspace, dry_run=a.dry_run, grace_seconds=a.grace)
     if a.json:
-        emit_json(
+        print_json(
             {
                 "dry_run": a.dry_run,
                 "orphan_objects": report.orphan_objects,
@@ -150,7 +148,7 @@ def gc(ctx: Context) -> int:
     for path in report.local_removed:
         print(f"{verb} {path}")
     print(
-        f"gc: {verb} {len(report.orphan_objects)} orphan object(s) ({human(report.orphan_bytes)}) "
+        f"gc: {verb} {len(report.orphan_objects)} orphan object(s) ({human_size(report.orphan_bytes)}) "
         f"and {len(report.local_removed)} local item(s)"
     )
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mountfs.cli.main import Context, add_id, add_json, command
-from mountfs.cli.output import print_json as emit_json
+from mountfs.cli.main import Context, add_id, add_json, command, show_args
+from mountfs.cli.output import human_size, print_json
 
 from mountfs.errors import UsageError
 
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--dataset-folder", help="folder inside the dataset to add to")
     p.add_argument("--wildcard", nargs="+", metavar="PAT", help="only add files matching these patterns")
     p.add_argument("--non-recursive", action="store_true", help="do not descend into sub-folders")
-    p.add_argument("--max-workers", type=int, help="hashing threads (default: cores)")
+    p.add_argument("--max-workers", type=int, help="hashing threads (default: cores, at most 8)")
     p.add_argument("--verbose", action="store_true", help="print the arguments")
     add_json(p)
 
@@ -85,7 +85,12 @@ def _storage(p: argparse.ArgumentParser, *, chunk: bool = True, create: bool = T
     if create:
         p.add_argument("--output-uri", help="alias of --storage (clearml's deprecated name)")
     if chunk:
-        p.add_argument("--chunk-size", help="chunk size, e.g. 512M (default 512M; -1: one chunk)")
+        p.add_argument(
+            "--chunk-size",
+            metavar="SIZE",
+            help="chunk zip size: 512M, 2G, a bare number in MiB as in clearml-data, -1 for one zip "
+            "(default: 512M)",
+        )
 
 
 def _chunk(args: argparse.Namespace) -> Any:
@@ -101,11 +106,6 @@ def _with_mb(value: Any) -> Any:
         return value
     text = str(value).strip()
     return f"{text}M" if text.isdigit() else text
-
-
-def _verbose(args: argparse.Namespace) -> None:
-    if getattr(args, "verbose", False):
-        print(f"arguments: {vars(args)}")
 
 
 def create(ctx: Context) -> int:
@@ -125,7 +125,7 @@ def create(ctx: Context) -> int:
     )
     info = {"id": ds.id, "project": ds.project, "name": ds.name, "version": ds.version}
     if a.json:
-        emit_json(info)
+        print_json(info)
     else:
         print(f"dataset created: {ds.project}/{ds.name}@{ds.version} id={ds.id}")
     return 0
@@ -133,7 +133,7 @@ def create(ctx: Context) -> int:
 
 def add(ctx: Context) -> int:
     a = ctx.args
-    _verbose(a)
+    show_args(a)
     if not a.files and not a.links:
         raise UsageError("add needs --files and/or --links")
     ds = ctx.dataset(a.id)
@@ -155,7 +155,7 @@ def add(ctx: Context) -> int:
         else 0
     )
     if a.json:
-        emit_json({"id": ds.id, "files": files, "links": links})
+        print_json({"id": ds.id, "files": files, "links": links})
     else:
         print(f"{files} file(s) and {links} link(s) added or changed in {ds.id}")
     return 0
@@ -163,11 +163,11 @@ def add(ctx: Context) -> int:
 
 def remove(ctx: Context) -> int:
     a = ctx.args
-    _verbose(a)
+    show_args(a)
     ds = ctx.dataset(a.id)
     removed = sum(ds.remove_files(pat, recursive=not a.non_recursive) for pat in a.files)
     if a.json:
-        emit_json({"id": ds.id, "removed": removed})
+        print_json({"id": ds.id, "removed": removed})
     else:
         print(f"{removed} file(s) removed from {ds.id}")
     return 0
@@ -177,7 +177,7 @@ def sync(ctx: Context) -> int:
     from mountfs.api.dataset import Dataset
 
     a = ctx.args
-    _verbose(a)
+    show_args(a)
     created = bool(a.parents or (a.project and a.name))
     if created:
         parents = [ctx.resolve(p) for p in a.parents]
@@ -205,11 +205,13 @@ def sync(ctx: Context) -> int:
         result["state"] = "draft"
         message = f"synced {ds.id} (draft, not closed)"
     else:
-        ds.close(chunk_size=_with_mb(_chunk(a)))
+        # A version created above already has its storage; an existing draft may be given one now.
+        storage = None if created else a.storage or a.output_uri
+        ds.close(chunk_size=_with_mb(_chunk(a)), output_url=storage)
         result["state"] = "closed"
         message = f"synced and closed {ds.project}/{ds.name}@{ds.version} id={ds.id}"
     if a.json:
-        emit_json(result)
+        print_json(result)
     else:
         print(f"removed {removed}, added {added}, modified {modified}")
         print(message)
@@ -218,10 +220,11 @@ def sync(ctx: Context) -> int:
 
 def upload(ctx: Context) -> int:
     a = ctx.args
-    _verbose(a)
+    show_args(a)
     ds = ctx.dataset(a.id)
     ds.upload(output_url=a.storage, chunk_size=_with_mb(_chunk(a)), max_workers=a.max_workers)
-    print(f"uploaded {ds.id}")
+    chunks = ds.get_num_chunks(include_parents=False)
+    print(f"uploaded {ds.id}: {chunks} chunk(s) in {ds.get_default_storage()}")
     return 0
 
 
@@ -229,7 +232,7 @@ def close(ctx: Context) -> int:
     from mountfs.api.dataset import LAST_ID
 
     a = ctx.args
-    _verbose(a)
+    show_args(a)
     ds = ctx.dataset(a.id)
     m = ds.close(
         upload=not a.disable_upload,
@@ -239,14 +242,14 @@ def close(ctx: Context) -> int:
     )
     ctx.workspace.catalogue.set_state(LAST_ID, None)
     if a.json:
-        emit_json(
+        print_json(
             {"id": m.id, "project": m.project, "name": m.name, "version": m.version, "stats": vars(m.stats)}
         )
     else:
         s = m.stats
         print(
             f"closed {m.project}/{m.name}@{m.version} id={m.id}: {s.files} files; "
-            f"+{s.added} ~{s.modified} -{s.removed}; {s.stored_bytes} bytes stored, {s.reused} reused"
+            f"+{s.added} ~{s.modified} -{s.removed}; {human_size(s.stored_bytes)} stored, {s.reused} reused"
         )
     return 0
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from mountfs.cli.main import Context, add_id, add_json, command
-from mountfs.cli.output import human_size as human
-from mountfs.cli.output import print_json as emit_json
-from mountfs.cli.output import print_table as table
+from mountfs.cli.main import Context, add_id, add_json, command, show_args
+from mountfs.cli.output import human_size, print_json, print_table
 
 from mountfs.errors import UsageError
 
@@ -78,8 +76,7 @@ def _select(ctx: Context) -> Any:
 
 def get(ctx: Context) -> int:
     a = ctx.args
-    if a.verbose:
-        print(f"arguments: {vars(a)}")
+    show_args(a)
     if a.copy and a.link:
         raise UsageError("give --copy or --link, not both")
     ds = ctx.dataset(a.id)
@@ -94,7 +91,7 @@ def get(ctx: Context) -> int:
     else:
         path = ds.get_local_copy(**kw)
     if a.json:
-        emit_json({"id": ds.id, "path": path})
+        print_json({"id": ds.id, "path": path})
     else:
         print(path)
     return 0
@@ -109,7 +106,7 @@ def list_(ctx: Context) -> int:
         entries.extend(ds.list_entries(pat, True, origin))
     entries = sorted({e.path: e for e in entries}.values(), key=lambda e: e.path)
     if a.json:
-        emit_json(
+        print_json(
             [
                 {
                     "path": e.path,
@@ -125,8 +122,8 @@ def list_(ctx: Context) -> int:
             ]
         )
         return 0
-    table(["path", "size", "sha256"], [(e.path, human(e.size), e.sha256) for e in entries])
-    print(f"total {len(entries)} files, {human(sum(e.size for e in entries))}")
+    print_table(["path", "size", "sha256"], [(e.path, human_size(e.size), e.sha256) for e in entries])
+    print(f"total {len(entries)} files, {human_size(sum(e.size for e in entries))}")
     return 0
 
 
@@ -135,7 +132,7 @@ def verify(ctx: Context) -> int:
     ds = ctx.dataset(a.id)
     bad = ds.verify_dataset_hash(a.folder, skip_hash=a.filesize)
     if a.json:
-        emit_json({"id": ds.id, "ok": not bad, "mismatches": bad})
+        print_json({"id": ds.id, "ok": not bad, "mismatches": bad})
     elif bad:
         for path in bad if a.verbose or len(bad) <= 50 else bad[:50]:
             print(path)
@@ -161,9 +158,9 @@ def search(ctx: Context) -> int:
         workspace=ctx.workspace,
     )
     if a.json:
-        emit_json(rows)
+        print_json(rows)
         return 0
-    table(
+    print_table(
         ["project", "name", "version", "tags", "state", "files", "size", "created", "id"],
         [
             (
@@ -173,7 +170,7 @@ def search(ctx: Context) -> int:
                 ",".join(r["tags"]),
                 r["state"],
                 r["files"],
-                human(r["bytes"]),
+                human_size(r["bytes"]),
                 r["created"][:19].replace("T", " "),
                 r["id"],
             )
@@ -190,7 +187,7 @@ def show(ctx: Context) -> int:
     ds = ctx.dataset(a.ref or a.id)
     info = ds.summary()
     if a.json:
-        emit_json(info)
+        print_json(info)
         return 0
     s = info["stats"]
     print(f"{info['project']}/{info['name']}@{info['version']}  {info['id']}  [{info['state']}]")
@@ -199,11 +196,11 @@ def show(ctx: Context) -> int:
     print(f"tags:     {', '.join(info['tags']) or '-'}")
     print(f"created:  {info['created']} by {info['user']}@{info['host']}")
     print(f"storage:  {info['data_url']}  ({info['chunks']} chunk(s) of its own)")
-    print(f"files:    {s['files']} ({human(s['bytes'])})")
+    print(f"files:    {s['files']} ({human_size(s['bytes'])})")
     print(
-        f"changes:  +{s['added']} ({human(s['added_bytes'])})"
-        f"  ~{s['modified']} ({human(s['modified_bytes'])})"
-        f"  -{s['removed']} ({human(s['removed_bytes'])})"
+        f"changes:  +{s['added']} ({human_size(s['added_bytes'])})"
+        f"  ~{s['modified']} ({human_size(s['modified_bytes'])})"
+        f"  -{s['removed']} ({human_size(s['removed_bytes'])})"
     )
     print("lineage:")
     _lineage(ctx, info["id"], info["lineage"], "  ", set())
@@ -239,7 +236,7 @@ def compare(ctx: Context) -> int:
     dst = Dataset(ctx.workspace, ctx.resolve(a.target))
     diff = dst.compare(src)
     if a.json:
-        emit_json(
+        print_json(
             {
                 "source": src.id,
                 "target": dst.id,
@@ -254,9 +251,9 @@ def compare(ctx: Context) -> int:
         )
         return 0
     print(f"from {src.id} to {dst.id}:")
-    print(f"  added    {len(diff.added)} ({human(diff.added_bytes)})")
-    print(f"  modified {len(diff.modified)} ({human(diff.modified_bytes)})")
-    print(f"  removed  {len(diff.removed)} ({human(diff.removed_bytes)})")
+    print(f"  added    {len(diff.added)} ({human_size(diff.added_bytes)})")
+    print(f"  modified {len(diff.modified)} ({human_size(diff.modified_bytes)})")
+    print(f"  removed  {len(diff.removed)} ({human_size(diff.removed_bytes)})")
     print(f"  of which renamed {len(diff.renamed)} (same content at a new path)")
     if a.verbose:
         for e in diff.added:

@@ -53,22 +53,11 @@ def print_table(
         print(line(row))
 
 
-def print_fields(fields: Sequence[tuple[str, object]]) -> None:
-    """``key: value`` lines with the values aligned, for one record (show, create)."""
-    width = max((len(k) for k, _ in fields), default=0) + 1
-    for key, value in fields:
-        print(f"{key + ':':<{width}} {value}")
+def one_line(text: str) -> str:
+    """Messages may carry newlines (paths, backend errors); the error promise is one line."""
+    return " ".join(text.split())
 
 
 def error(message: str) -> None:
-    """The one-line error every failure ends with; newlines in a message would break that promise."""
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-
-
-def note(message: str) -> None:
-    """Information that is not the command's result (so scripts reading stdout never see it)."""
-    print(f"{PROG}: {message}", file=sys.stderr)
-
-
-def short_id(version_id: str) -> str:
-    return version_id[:12]
+    """The one-line error every failure ends with."""
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mountfs.api.workspace import REGISTRY, Workspace, now_iso, registry_key
-from mountfs.errors import DependentsError, NotClosedError, PublishedError, UsageError
+from mountfs.errors import DatasetNotFoundError, DependentsError, NotClosedError, PublishedError, UsageError
 from mountfs.snapshot.manifest import CLOSED, PUBLISHED, Manifest
 
 
@@ -52,7 +52,7 @@ def rename_dataset(
     ws.refresh()
     rows = ws.catalogue.versions_of(project, name)
     if not rows:
-        raise UsageError(f"no dataset {project}/{name}")
+        raise DatasetNotFoundError(f"no dataset {project}/{name}")
     fields: dict[str, str] = {}
     if new_name:
         fields["name"] = new_name

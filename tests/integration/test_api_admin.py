@@ -158,7 +158,7 @@ def test_rename_and_move(ws: Workspace, tmp_path: Path) -> None:
         Dataset.get("proj/ds", workspace=ws)
     with pytest.raises(UsageError):
         Dataset.rename("other", "proj", "renamed", workspace=ws)  # taken
-    with pytest.raises(UsageError):
+    with pytest.raises(DatasetNotFoundError):
         Dataset.rename("x", "proj", "nothing", workspace=ws)
 
     assert Dataset.move_to_project("archive/2024", "proj", "renamed", workspace=ws) == 2
