@@ -9,7 +9,12 @@ rm -rf "$farm" && mkdir -p "$farm/mountfs"
 for item in mountfs/*; do ln -s "$PWD/$item" "$farm/mountfs/"; done
 ln -s "$PWD/daemon" "$farm/mountfs/daemon"
 ln -s "$PWD/cli" "$farm/mountfs/cli"
-ln -s "$PWD/tests" "$farm/tests"
-ln -s "$PWD/bench" "$farm/bench"
+targets=(mountfs)
+for extra in tests bench scripts; do
+    if compgen -G "$extra/*.py" >/dev/null || compgen -G "$extra/*/*.py" >/dev/null; then
+        ln -s "$PWD/$extra" "$farm/$extra"
+        targets+=("$extra")
+    fi
+done
 cd "$farm"
-exec ../../.venv/bin/mypy --config-file ../../pyproject.toml mountfs tests bench
+exec ../../.venv/bin/mypy --config-file ../../pyproject.toml "${targets[@]}"
