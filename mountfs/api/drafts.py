@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from mountfs.api.faults import crash_point
 from mountfs.api.scan import LocalFile, hash_files
-from mountfs.api.workspace import Workspace, new_id, now_iso, whoami
+from mountfs.api.workspace import Workspace, new_id, now_iso, release_memory, whoami
 from mountfs.catalogue.catalogue import Draft
 from mountfs.catalogue.refs import next_version
 from mountfs.config import DEFAULT_CHUNK_SIZE
@@ -430,6 +430,7 @@ def close(
             output_url=output_url,
             show_progress=show_progress,
         )
+        release_memory()  # upload's peak and close's must not stack up
         d = get_draft(ws, d.id)
     base = ws.base_tree(d.parents)
     pending = [e for e, _ in ws.catalogue.pending(d.id)]

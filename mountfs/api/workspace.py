@@ -272,7 +272,7 @@ class Workspace:
             last = (vid, merged)
             del merged
         del last
-        _release_memory()
+        release_memory()
 
     def base_tree(self, parents: Iterable[str]) -> dict[str, Entry]:
         """The merged trees of ``parents`` in order: what a draft with those parents starts from."""
@@ -298,7 +298,7 @@ class Workspace:
         self.tree_path(version_id).unlink(missing_ok=True)
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     """Give the heap freed by a tree build back to the OS before the files are fetched.
 
     glibc keeps freed memory mapped; without this, a get's peak is the tree build's peak

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, NoReturn, cast
 
-import fsspec.core
-
 from mountfs.errors import IntegrityError, MountfsError, ObjectMissingError, StoreUnavailableError, UsageError
 
 _TEMP_RE = re.compile(r"^\..*\.tmp-[0-9a-f]+$")
@@ -172,6 +170,8 @@ class Store:
         else:
             self.url = url.rstrip("/")
             with _translated(self.url, ""):
+                import fsspec.core  # lazy: 13 MB that a local store never needs
+
                 self._fs, root = fsspec.core.url_to_fs(self.url, **self._options)
             self._root = str(root).rstrip("/")
 
@@ -422,6 +422,8 @@ def link_info(url: str) -> tuple[int, str]:
             if not os.path.isfile(path):
                 raise FileNotFoundError(path)
             return os.stat(path).st_size, path
+        import fsspec.core
+
         fs, path = fsspec.core.url_to_fs(url)
         raw = fs.info(path)
         if raw.get("type") != "file":
@@ -433,5 +435,7 @@ def open_link(url: str) -> BinaryIO:
     with _translated(url, url):
         if _is_local_url(url):
             return open(_local_abspath(url), "rb")
+        import fsspec.core
+
         fs, path = fsspec.core.url_to_fs(url)
         return cast(BinaryIO, fs.open(path, "rb"))
