@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mountfs.api.workspace import REGISTRY, Workspace, now_iso, registry_key
+from mountfs.api.workspace import Workspace, now_iso, registry_key
 from mountfs.errors import DatasetNotFoundError, DependentsError, NotClosedError, PublishedError, UsageError
 from mountfs.snapshot.manifest import CLOSED, PUBLISHED, Manifest
 
@@ -215,7 +215,3 @@ def check_closed(ws: Workspace, version_id: str) -> Manifest:
     if m.state not in (CLOSED, PUBLISHED):
         raise NotClosedError(f"version {version_id} is {m.state}")
     return m
-
-
-def registry_prefix() -> str:
-    return REGISTRY

@@ -13,7 +13,6 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from mountfs.errors import PathNotFoundError, UsageError
 from mountfs.snapshot.entries import FILE, LINK, SYMLINK, Entry, normalize_path
@@ -259,21 +258,3 @@ def link_entries(
         dpath = normalize_path(f"{prefix}/{rel}" if prefix else rel)
         entries.append(Entry(dpath, LINK, size, h.hexdigest(), 0o644, 0, target=canonical, origin=origin))
     return entries
-
-
-def local_root_files(root: str | os.PathLike[str]) -> set[str]:
-    """Dataset-relative paths of every file and symlink below a folder (for sync)."""
-    out: set[str] = set()
-    base = os.path.abspath(root)
-    for folder, dirs, files in os.walk(base):
-        for name in files:
-            out.add(os.path.relpath(os.path.join(folder, name), base).replace(os.sep, "/"))
-        for name in dirs:
-            full = os.path.join(folder, name)
-            if os.path.islink(full):
-                out.add(os.path.relpath(full, base).replace(os.sep, "/"))
-    return out
-
-
-def as_path(p: str | os.PathLike[str]) -> Path:
-    return Path(os.fspath(p))

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -314,7 +314,3 @@ def release_memory() -> None:
     if name:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(name).malloc_trim(0)
-
-
-def stats_of(tree: Mapping[str, Entry]) -> tuple[int, int]:
-    return len(tree), sum(e.size for e in tree.values())
