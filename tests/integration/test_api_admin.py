@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,11 @@ from mountfs.errors import (
 from mountfs.storage.store import Store
 from tests.integration.api_fixtures import (
     assert_store_consistent,
-    open_ws,
     registry_docs,
     tree_state,
     workspace,
     write_files,
 )
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    w = open_ws(tmp_path)
-    yield w
-    w.close()
 
 
 def build(ws: Workspace, files: dict[str, str | bytes], root: Path, **kw: object) -> Dataset:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,20 +22,12 @@ from mountfs.snapshot.filetable import decode_file_table
 from mountfs.snapshot.reader import read_member_range
 from tests.integration.api_fixtures import (
     assert_store_consistent,
-    open_ws,
     tree_state,
     unzip_test,
     workspace,
     write_files,
     zip_names,
 )
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    w = open_ws(tmp_path)
-    yield w
-    w.close()
 
 
 def build(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from mountfs.errors import (
 )
 from tests.integration.api_fixtures import (
     cache_objects_ok,
-    open_ws,
     tree_state,
     workspace,
     write_files,
@@ -35,13 +33,6 @@ class History:
     v1: Dataset
     v2: Dataset
     v3: Dataset
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    w = open_ws(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.fixture
