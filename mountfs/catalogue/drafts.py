@@ -51,9 +51,9 @@ _JSON_FIELDS = frozenset({"parents", "tags", "metadata", "oplog", "chunks"})
 
 _PENDING_COLUMNS = (
     "path, kind, size, sha256, mode, mtime_ns, target, "
-    'loc_version, chunk, "offset", stored_size, method, crc32, origin, source'
+    'loc_version, chunk, "offset", stored_size, method, crc32, origin, source, blocks'
 )
-_PENDING_INSERT = f"INSERT OR REPLACE INTO pending (draft, {_PENDING_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_PENDING_INSERT = f"INSERT OR REPLACE INTO pending (draft, {_PENDING_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 
 
 @contextlib.contextmanager
@@ -128,10 +128,13 @@ def create_draft_schema(db: Any) -> None:
             crc32 INTEGER,
             origin TEXT NOT NULL,
             source TEXT NOT NULL,
+            blocks BLOB,
             PRIMARY KEY (draft, path)
         ) WITHOUT ROWID
         """
     )
+    if "blocks" not in {row[1] for row in db.execute("PRAGMA table_info(pending)")}:
+        db.execute("ALTER TABLE pending ADD COLUMN blocks BLOB")  # catalogues made before block CRCs
     # Partial index: upload walks only the files still to send, in path order, and this
     # index shrinks as record_upload clears their source.
     db.execute("CREATE INDEX IF NOT EXISTS pending_not_uploaded ON pending (draft, path) WHERE source != ''")
@@ -178,21 +181,21 @@ def _entry_params(draft: str, e: Entry, source: str) -> tuple[Any, ...]:
     loc = e.loc
     if loc is None:
         return (draft, e.path, e.kind, e.size, e.sha256, e.mode, e.mtime_ns, e.target,
-                None, None, None, None, None, None, e.origin, source)  # fmt: skip
+                None, None, None, None, None, None, e.origin, source, None)  # fmt: skip
     return (draft, e.path, e.kind, e.size, e.sha256, e.mode, e.mtime_ns, e.target,
             loc.version, loc.chunk, loc.offset, loc.stored_size, loc.method, loc.crc32,
-            e.origin, source)  # fmt: skip
+            e.origin, source, loc.blocks or None)  # fmt: skip
 
 
 def _row_entry(r: tuple[Any, ...]) -> tuple[Entry, str]:
     (path, kind, size, sha256, mode, mtime_ns, target,
-     loc_version, chunk, offset, stored_size, method, crc32, origin, source) = r  # fmt: skip
+     loc_version, chunk, offset, stored_size, method, crc32, origin, source, blocks) = r  # fmt: skip
     # Kinds and version ids repeat on every row: interning keeps one copy each, which is
     # most of the difference between 150 MB and 230 MB for a 100,000-file draft.
     loc = (
         None
         if loc_version is None
-        else Location(intern(loc_version), chunk, offset, stored_size, method, crc32)
+        else Location(intern(loc_version), chunk, offset, stored_size, method, crc32, blocks or b"")
     )
     return Entry(path, intern(kind), size, sha256, mode, mtime_ns, target, loc, intern(origin)), source
 
@@ -335,6 +338,7 @@ class DraftsMixin:
                     loc.stored_size,
                     loc.method,
                     loc.crc32,
+                    loc.blocks or None,
                     version_id,
                     e.path,
                 )
@@ -343,7 +347,7 @@ class DraftsMixin:
             self._require_draft(version_id)
             cur = self._conn.executemany(
                 'UPDATE pending SET loc_version = ?, chunk = ?, "offset" = ?, stored_size = ?, '
-                "method = ?, crc32 = ?, source = '' WHERE draft = ? AND path = ?",
+                "method = ?, crc32 = ?, blocks = ?, source = '' WHERE draft = ? AND path = ?",
                 params,
             )
             if cur.rowcount != len(params):

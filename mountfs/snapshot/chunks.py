@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from mountfs.errors import FileChangedError, PathNotFoundError
+from mountfs.snapshot.blocks import BlockCrcs, of_bytes, wants_blocks
 from mountfs.snapshot.entries import DEFLATED, FILE, STORED, Entry, Location
 from mountfs.snapshot.reader import data_offset
 
@@ -200,8 +201,10 @@ def _read_small(f: PendingFile) -> bytes:
     return data
 
 
-def _stream_member(zf: zipfile.ZipFile, f: PendingFile, buf: bytearray, tick: Callable[[int], None]) -> None:
-    """Stream a file larger than a block into the zip, checking it is still the file ``add`` saw."""
+def _stream_member(zf: zipfile.ZipFile, f: PendingFile, buf: bytearray, tick: Callable[[int], None]) -> bytes:
+    """Stream a file larger than a block into the zip, checking it is still the file ``add`` saw.
+
+    Returns the member's block CRCs (empty when it is deflated)."""
     try:
         src = open(f.source, "rb", buffering=0)  # noqa: SIM115 - closed below, around a long body
     except OSError as exc:
@@ -215,10 +218,13 @@ def _stream_member(zf: zipfile.ZipFile, f: PendingFile, buf: bytearray, tick: Ca
         except OSError as exc:
             raise _cannot_read(f, exc) from exc
         zinfo = _zinfo(f, choose_method(f.size, view[: min(n, SAMPLE)]))
+        crcs = BlockCrcs() if wants_blocks(f.size, zinfo.compress_type) else None
         with zf.open(zinfo, "w", force_zip64=f.size >= ZIP64_THRESHOLD) as w:
             while n:
                 block = view[:n]
                 digest.update(block)
+                if crcs is not None:
+                    crcs.update(block)
                 w.write(block)
                 count += n
                 tick(n)
@@ -232,6 +238,7 @@ def _stream_member(zf: zipfile.ZipFile, f: PendingFile, buf: bytearray, tick: Ca
         src.close()
     if count != f.size or digest.hexdigest() != f.sha256:
         raise _changed(f)
+    return b"" if crcs is None else crcs.digest()
 
 
 def write_chunk(
@@ -266,13 +273,18 @@ def write_chunk(
     out.seek(0)
     out.truncate()
     buf = bytearray(BLOCK)
+    blocks: dict[str, bytes] = {}
     with zipfile.ZipFile(out, "w", allowZip64=True) as zf:
         for f in files:
             if f.size > BLOCK:
-                _stream_member(zf, f, buf, tick)
+                crcs = _stream_member(zf, f, buf, tick)
+                if crcs:
+                    blocks[f.path] = crcs
                 continue
             data = _read_small(f)
             zinfo = _zinfo(f, choose_method(f.size, data))
+            if wants_blocks(f.size, zinfo.compress_type):
+                blocks[f.path] = of_bytes(data)
             with zf.open(zinfo, "w", force_zip64=f.size >= ZIP64_THRESHOLD) as w:
                 w.write(data)
             tick(f.size)
@@ -296,6 +308,7 @@ def write_chunk(
                 stored_size=zi.compress_size,
                 method=zi.compress_type,
                 crc32=zi.CRC,
+                blocks=blocks.get(f.path, b""),
             ),
             origin=version,
         )

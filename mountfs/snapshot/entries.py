@@ -38,6 +38,9 @@ class Location:
     method: int
     """STORED (0): the data is the file, readable by byte range. DEFLATED (8): inflate whole."""
     crc32: int
+    blocks: bytes = b""
+    """CRC-32 of each ``VERIFY_BLOCK`` of a large STORED member, packed (``snapshot.blocks``);
+    empty for small or deflated members, which are verified whole."""
 
 
 @dataclass(frozen=True, slots=True)

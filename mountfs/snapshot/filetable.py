@@ -7,14 +7,17 @@ bytes and the same SHA-256) of a UTF-8 JSON object::
      "columns": {"path": [...], "kind": [...], "size": [...], "sha256": [...],
                  "mode": [...], "mtime_ns": [...], "target": [...],
                  "loc_version": [...], "chunk": [...], "offset": [...],
-                 "stored_size": [...], "method": [...], "crc32": [...]}}
+                 "stored_size": [...], "method": [...], "crc32": [...],
+                 "blocks": [...]}}
 
 Every column has ``n`` values; row ``i`` across the columns is one entry, rows sorted
 by path (strictly: no duplicates). ``kind`` is file, link, symlink or tombstone (a
 removed folder is one tombstone). ``sha256`` is 64 lowercase hex digits or "" (files
 always have one). The ``loc_*``/``chunk``/``offset``/``stored_size``/``method``/
 ``crc32`` columns are the member's location (``Location``) and are all null for
-entries without one; a file always has one. Columnar rather than one object per
+entries without one; a file always has one. ``blocks`` (optional: tables written
+before it existed lack it) holds, as lowercase hex, the CRC-32 of every 128 KiB block
+of a large STORED member (``snapshot.blocks``), "" for every other row. Columnar rather than one object per
 entry because JSON of 100,000+ entries then encodes and decodes several times faster
 and compresses better (repeated keys are gone).
 
@@ -38,6 +41,7 @@ from sys import intern
 from typing import Any
 
 from mountfs.errors import IntegrityError, UnsafePathError
+from mountfs.snapshot.blocks import block_count, wants_blocks
 from mountfs.snapshot.entries import DEFLATED, FILE, KINDS, STORED, Entry, Location, normalize_path
 
 FILE_TABLE_NAME = "files.json.gz"
@@ -57,6 +61,7 @@ COLUMNS = (
     "method",
     "crc32",
 )
+OPTIONAL_COLUMNS = ("blocks",)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KINDS = frozenset(KINDS)
 _METHODS = frozenset((STORED, DEFLATED))
@@ -65,7 +70,7 @@ _METHODS = frozenset((STORED, DEFLATED))
 def encode_file_table(version: str, entries: Iterable[Entry]) -> bytes:
     """Serialize a version's changes; the result is deterministic for the same entries."""
     rows = sorted(entries, key=lambda e: e.path)
-    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    cols: dict[str, list[Any]] = {c: [] for c in (*COLUMNS, *OPTIONAL_COLUMNS)}
     prev: str | None = None
     for e in rows:
         if e.path == prev:
@@ -82,6 +87,7 @@ def encode_file_table(version: str, entries: Iterable[Entry]) -> bytes:
         if loc is None:
             for c in ("loc_version", "chunk", "offset", "stored_size", "method", "crc32"):
                 cols[c].append(None)
+            cols["blocks"].append("")
         else:
             cols["loc_version"].append(loc.version)
             cols["chunk"].append(loc.chunk)
@@ -89,13 +95,14 @@ def encode_file_table(version: str, entries: Iterable[Entry]) -> bytes:
             cols["stored_size"].append(loc.stored_size)
             cols["method"].append(loc.method)
             cols["crc32"].append(loc.crc32)
+            cols["blocks"].append(loc.blocks.hex())
     # The same JSON as json.dumps(doc), written column by column so that only one
     # column's text is in memory at a time (a 100,000-row table is ~20 MB of JSON).
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as gz:
         head = {"format": FILE_TABLE_FORMAT, "version": version, "count": len(rows)}
         gz.write(_dumps(head)[:-1].encode("utf-8") + b',"columns":{')
-        for i, c in enumerate(COLUMNS):
+        for i, c in enumerate((*COLUMNS, *OPTIONAL_COLUMNS)):
             values = cols.pop(c)
             gz.write((("," if i else "") + _dumps(c) + ":" + _dumps(values)).encode("utf-8"))
             del values
@@ -160,8 +167,11 @@ def _decode(raw: bytes, version: str) -> list[Entry]:
         if not isinstance(col, list) or len(col) != count:
             raise IntegrityError(f"corrupt {where}: column {c!r} missing or not {count} long")
 
+    blocks = cols.get("blocks")
+    if blocks is not None and (not isinstance(blocks, list) or len(blocks) != count):
+        raise IntegrityError(f"corrupt {where}: column 'blocks' not {count} long")
     if _columns_ok(cols):
-        return [
+        entries = [
             Entry(
                 path,
                 intern(kind),
@@ -177,8 +187,38 @@ def _decode(raw: bytes, version: str) -> list[Entry]:
                 *(cols[c] for c in COLUMNS), strict=True
             )
         ]
+        return entries if blocks is None else _with_blocks(entries, blocks, where)
     _decode_rows(cols, version, where)
     raise IntegrityError(f"corrupt {where}: inconsistent columns")  # pragma: no cover - rows name the fault
+
+
+def _with_blocks(entries: list[Entry], blocks: list[Any], where: str) -> list[Entry]:
+    """Attach the block CRCs of the rows that have them, checking their shape."""
+    for i, text in enumerate(blocks):
+        if text == "":
+            continue
+        e = entries[i]
+        if type(text) is not str or e.loc is None or not wants_blocks(e.size, e.loc.method):
+            raise IntegrityError(f"corrupt {where}: unexpected block CRCs for {e.path!r}")
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise IntegrityError(f"corrupt {where}: bad block CRCs for {e.path!r}") from None
+        if len(raw) != 4 * block_count(e.size):
+            raise IntegrityError(f"corrupt {where}: {len(raw) // 4} block CRCs for {e.path!r}")
+        loc = e.loc
+        entries[i] = Entry(
+            e.path,
+            e.kind,
+            e.size,
+            e.sha256,
+            e.mode,
+            e.mtime_ns,
+            e.target,
+            Location(loc.version, loc.chunk, loc.offset, loc.stored_size, loc.method, loc.crc32, raw),
+            e.origin,
+        )
+    return entries
 
 
 def _types(col: list[Any]) -> set[type]:
