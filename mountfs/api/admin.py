@@ -19,6 +19,7 @@ from typing import Any
 from mountfs.api.workspace import Workspace, now_iso, registry_key
 from mountfs.errors import DatasetNotFoundError, DependentsError, NotClosedError, PublishedError, UsageError
 from mountfs.snapshot.manifest import CLOSED, PUBLISHED, Manifest
+from mountfs.tree.index import SUFFIX as TREE_SUFFIX
 
 
 def update_manifest(ws: Workspace, version_id: str, change: Callable[[Manifest], Manifest]) -> Manifest:
@@ -173,7 +174,8 @@ def gc(ws: Workspace, *, dry_run: bool = False, grace_seconds: float = 3600.0) -
                     os.rmdir(folder)
     known = set(manifests)
     for path in sorted(ws.trees_dir.glob("*.sqlite")):
-        if path.stem not in known:
+        # Indexes of an older format (another suffix) are never read again: remove them too.
+        if path.name.split(".", 1)[0] not in known or not path.name.endswith(TREE_SUFFIX):
             report.local_removed.append(str(path))
             if not dry_run:
                 path.unlink(missing_ok=True)

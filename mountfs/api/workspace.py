@@ -33,6 +33,7 @@ from mountfs.snapshot.filetable import decode_file_table
 from mountfs.snapshot.manifest import Manifest
 from mountfs.storage.cache import ContentCache
 from mountfs.storage.store import Store
+from mountfs.tree.index import SUFFIX as TREE_SUFFIX
 from mountfs.tree.index import TreeIndex
 from mountfs.tree.merge import merge_parents, merge_version, topo_order
 
@@ -227,7 +228,7 @@ class Workspace:
         return decode_file_table(raw, m.id)
 
     def tree_path(self, version_id: str) -> Path:
-        return self.trees_dir / f"{version_id}.sqlite"
+        return self.trees_dir / f"{version_id}{TREE_SUFFIX}"
 
     def tree(self, version_id: str) -> TreeIndex:
         """The merged-tree index of a closed version, built once from the DAG's file tables."""

@@ -26,7 +26,9 @@ from typing import Any
 from mountfs.errors import IntegrityError
 from mountfs.snapshot.entries import FILE, LINK, SYMLINK, Entry, Location
 
-FORMAT = "dsmount.tree/1"
+FORMAT = "dsmount.tree/2"
+SUFFIX = ".tree2.sqlite"
+"""File name ending of an index of this format: an older index is simply not found, and rebuilt."""
 DIR = "dir"
 ROOT_INO = 1
 DIR_MODE = 0o755
@@ -40,7 +42,8 @@ CREATE TABLE nodes(
   parent INTEGER NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
   kind TEXT NOT NULL,
   size INTEGER, sha256 TEXT, mode INTEGER, mtime_ns INTEGER, target TEXT, origin TEXT,
-  loc_version TEXT, chunk INTEGER, "offset" INTEGER, stored_size INTEGER, method INTEGER, crc32 INTEGER);
+  loc_version TEXT, chunk INTEGER, "offset" INTEGER, stored_size INTEGER, method INTEGER, crc32 INTEGER,
+  blocks BLOB);
 """
 _INDEXES = """
 CREATE UNIQUE INDEX nodes_parent_name ON nodes(parent, name);
@@ -48,12 +51,17 @@ CREATE UNIQUE INDEX nodes_path ON nodes(path);
 """
 _COLUMNS = (
     "ino, parent, name, path, kind, size, sha256, mode, mtime_ns, target, origin, "
-    'loc_version, chunk, "offset", stored_size, method, crc32'
+    'loc_version, chunk, "offset", stored_size, method, crc32, blocks'
 )
 _ENTRY_COLUMNS = (
     'path, kind, size, sha256, mode, mtime_ns, target, origin, loc_version, chunk, "offset", stored_size, '
-    "method, crc32"
+    "method, crc32, blocks"
 )
+
+
+def _location(version: str, loc: list[Any]) -> Location:
+    chunk, offset, stored_size, method, crc32, blocks = loc
+    return Location(version, chunk, offset, stored_size, method, crc32, blocks or b"")
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
@@ -67,7 +75,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         mode=mode,
         mtime_ns=mtime_ns,
         target=target,
-        loc=None if loc_version is None else Location(loc_version, *loc),
+        loc=None if loc_version is None else _location(loc_version, loc),
         origin=origin,
     )
 
@@ -125,17 +133,17 @@ def _node(row: tuple[Any, ...]) -> Node:
         target=target or "",
         sha256=sha256 or "",
         origin=origin or "",
-        loc=None if loc_version is None else Location(loc_version, *loc),
+        loc=None if loc_version is None else _location(loc_version, loc),
     )
 
 
-_NO_LOC: tuple[None, ...] = (None,) * 6
+_NO_LOC: tuple[None, ...] = (None,) * 7
 
 
 def _loc_columns(loc: Location | None) -> tuple[Any, ...]:
     if loc is None:
         return _NO_LOC
-    return (loc.version, loc.chunk, loc.offset, loc.stored_size, loc.method, loc.crc32)
+    return (loc.version, loc.chunk, loc.offset, loc.stored_size, loc.method, loc.crc32, loc.blocks or None)
 
 
 def _rows(tree: Mapping[str, Entry]) -> tuple[Iterator[tuple[Any, ...]], int, int]:
@@ -213,7 +221,7 @@ class TreeIndex:
                 conn.execute("BEGIN")
                 for statement in _split(_SCHEMA):
                     conn.execute(statement)
-                conn.executemany(f"INSERT INTO nodes({_COLUMNS}) VALUES ({', '.join('?' * 17)})", rows)
+                conn.executemany(f"INSERT INTO nodes({_COLUMNS}) VALUES ({', '.join('?' * 18)})", rows)
                 for statement in _split(_INDEXES):
                     conn.execute(statement)
                 meta = {
@@ -349,6 +357,19 @@ class TreeIndex:
         cur = self._query(
             f"SELECT {_COLUMNS} FROM nodes WHERE parent = ? AND name > ? ORDER BY name LIMIT ?",
             (ino, after_name, limit),
+        )
+        return [_node(row) for row in cur]
+
+    def children_after(self, ino: int, after_ino: int = 0, limit: int = 256) -> list[Node]:
+        """Up to ``limit`` children of folder ``ino`` that follow child ``after_ino`` (0: from the start).
+
+        Siblings' inode numbers are in name order (both follow path order), so a child's
+        inode is a stable readdir cookie: the listing resumes right after it.
+        """
+        cur = self._query(
+            f"SELECT {_COLUMNS} FROM nodes WHERE parent = ? AND name > "
+            "COALESCE((SELECT name FROM nodes WHERE ino = ? AND parent = ?), '') ORDER BY name LIMIT ?",
+            (ino, after_ino, ino, limit),
         )
         return [_node(row) for row in cur]
 
