@@ -100,6 +100,7 @@ COMMAND_MODULES = (
     "mountfs.cli.commands_build",
     "mountfs.cli.commands_read",
     "mountfs.cli.commands_admin",
+    "mountfs.cli.commands_mount",
 )
 """Each module's ``register(sub)`` adds its subcommands: a new command module is one line here."""
 
@@ -129,7 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    parser.set_defaults(_commands=frozenset(sub.choices))
     return parser
+
+
+_GLOBAL_WITH_VALUE = ("--store", "--home")
+
+
+def expand_shorthand(argv: list[str], commands: frozenset[str]) -> list[str]:
+    """``dsmount ID MOUNTPOINT`` means ``dsmount mount ID MOUNTPOINT``.
+
+    Applies only when the first word after the global options is not a command and
+    exactly two words follow, so a mistyped command still gets argparse's message.
+    """
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _GLOBAL_WITH_VALUE:
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            break
+    rest = argv[i:]
+    if len(rest) >= 2 and rest[0] not in commands and not any(a.startswith("-") for a in rest[:2]):
+        return [*argv[:i], "mount", *rest]
+    return argv
 
 
 def _version() -> str:
@@ -143,7 +169,9 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)  # usage errors exit 2 from here
+    parser = build_parser()
+    argv = expand_shorthand(argv, parser.get_default("_commands"))
+    args = parser.parse_args(argv)  # usage errors exit 2 from here
     verbose = bool(args.global_verbose or getattr(args, "verbose", False))
     # The API records this in the draft's operation log: a version remembers how it was built.
     os.environ["DSMOUNT_COMMAND"] = shlex.join(["dsmount", *argv])

@@ -7,9 +7,10 @@ Layers, imports only go down (tests/unit/test_layers.py enforces it):
     snapshot   chunk zips, file tables, manifests
     catalogue  SQLite index of the registry, drafts
     tree       pure DAG merge and diffs, merged-tree index
-    api        mountfs.Dataset, the public Python API
+    api        workspace, fetch, drafts, the mount's read path
     fuse       thin pyfuse3 Operations
     daemon     mount lifecycle, control socket
+    facade     mountfs.Dataset (api/dataset.py), the public Python API: its mount() starts a daemon
     cli        the dsmount command
 
 This module is the public facade and re-exports the API.

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mountfs.api import admin, drafts, fetch, scan
 from mountfs.api.workspace import Workspace, now_iso
@@ -26,6 +26,9 @@ from mountfs.errors import (
 from mountfs.snapshot.entries import FILE, LINK, SYMLINK, TOMBSTONE, Entry, is_under
 from mountfs.snapshot.manifest import CLOSED, DRAFT, PUBLISHED, Manifest
 from mountfs.tree.diff import TreeDiff, diff_trees
+
+if TYPE_CHECKING:
+    from mountfs.daemon.mount import Mount
 
 LAST_ID = "last_id"
 
@@ -592,6 +595,39 @@ class Dataset:
         )
         self._ws.catalogue.set_state(LAST_ID, self._id)
         return str(path)
+
+    def mount(
+        self,
+        mountpoint: str | os.PathLike[str],
+        *,
+        allow_other: bool = False,
+        prefetch: bool | Sequence[str] = False,
+        uid: int | None = None,
+        gid: int | None = None,
+        timeout: float = 60.0,
+    ) -> Mount:
+        """Mount this closed version read-only at ``mountpoint``; returns once the mount answers.
+
+        The result is a context manager that unmounts on exit; ``prefetch`` (True, or paths)
+        warms the cache in the background once mounted. Reads are lazy and verified.
+        """
+        from mountfs.daemon.mount import mount
+
+        self._need_closed()
+        paths = [] if isinstance(prefetch, bool) else list(prefetch)
+        handle = mount(
+            self._ws,
+            self._id,
+            mountpoint,
+            allow_other=allow_other,
+            prefetch=bool(prefetch),
+            prefetch_paths=paths,
+            uid=uid,
+            gid=gid,
+            timeout=timeout,
+        )
+        self._ws.catalogue.set_state(LAST_ID, self._id)
+        return handle
 
     def get_mutable_local_copy(
         self,

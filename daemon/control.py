@@ -1,0 +1,104 @@
+"""The control socket: one JSON request per line, one JSON answer per line.
+
+Requests are ``{"op": "status" | "stats" | "unmount" | "prefetch", ...}``; answers are
+objects, with ``"error"`` set when the request failed. Only the mounting user can
+connect (socket mode 0600 in a 0700 folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from mountfs.errors import MountError
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+_MAX_LINE = 1 << 20
+
+
+def request(path: str, op: str, *, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
+    """Send one request and wait for its answer; MountError if the daemon does not answer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                part = s.recv(65536)
+                if not part:
+                    break
+                buf += part
+                if len(buf) > _MAX_LINE:
+                    raise MountError("the daemon's answer is too long")
+    except (OSError, TimeoutError) as exc:
+        raise MountError(f"the mount daemon does not answer ({exc.strerror or exc})") from None
+    try:
+        answer = json.loads(buf)
+    except ValueError:
+        raise MountError("the mount daemon gave no answer") from None
+    if not isinstance(answer, dict):
+        raise MountError("the mount daemon gave a malformed answer")
+    if answer.get("error"):
+        raise MountError(str(answer["error"]))
+    return answer
+
+
+async def serve(path: str, handler: Handler, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on ``path`` until cancelled; each connection may send several requests."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        await sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    task_status.started()
+    try:
+
+        async def on_connection(stream: trio.SocketStream) -> None:
+            await _connection(stream, handler)
+
+        await trio.serve_listeners(on_connection, [listener])
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+async def _connection(stream: trio.abc.Stream, handler: Handler) -> None:
+    buf = b""
+    async with stream:
+        while True:
+            try:
+                part = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return
+            if not part:
+                return
+            buf += part
+            if len(buf) > _MAX_LINE:
+                return
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict):
+                        raise ValueError("not an object")
+                    answer = await handler(req)
+                except ValueError as exc:
+                    answer = {"error": f"bad request: {exc}"}
+                except MountError as exc:
+                    answer = {"error": str(exc)}
+                try:
+                    await stream.send_all(json.dumps(answer).encode() + b"\n")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return

@@ -1,0 +1,196 @@
+"""Starting, finding, asking and stopping mount daemons: what the CLI and Dataset.mount call.
+
+Nothing here imports pyfuse3 until a daemon runs in this very process (``-f``), so
+every other command works on machines without FUSE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mountfs.daemon import control, mountpoint, state
+
+from mountfs.errors import MountError
+
+log = logging.getLogger("dsmount.daemon")
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+def log_format() -> str:
+    return "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def prepare(path: str, home: Path, *, allow_nonempty: bool = False) -> str:
+    """Canonical mount point, after clearing a stale dsmount mount and refusing a busy one."""
+    mp = mountpoint.canonical(path)
+    folder = state.state_dir(home, mp)
+    st = state.MountState.read(folder)
+    info = mountpoint.mounted_at(mp)
+    if mountpoint.is_dsmount(info) and (st is None or not state.pid_alive(st.pid)):
+        log.info("clearing a stale mount at %s", mp)
+        mountpoint.lazy_unmount(mp)
+        state.clear(folder, st)
+    elif st is not None and not state.pid_alive(st.pid):
+        state.clear(folder, st)
+    mountpoint.check_target(mp, allow_nonempty=allow_nonempty)
+    return mp
+
+
+def start(config: Any, *, timeout: float = START_TIMEOUT) -> subprocess.Popen[bytes]:
+    """Run a detached daemon for ``config`` (a MountConfig); return it once the mount answers.
+
+    The daemon is this process's child until this process exits: a long-lived caller
+    should ``wait()`` on it after unmounting, so no zombie is left."""
+    folder = state.state_dir(Path(config.home), config.mountpoint)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = folder / "daemon.log"
+    read_fd, write_fd = os.pipe()
+    try:
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mountfs.daemon.main", "--notify-fd", str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=log_file,
+                stderr=log_file,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                close_fds=True,
+            )
+        os.close(write_fd)
+        write_fd = -1
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(config.to_json()).encode())
+        proc.stdin.close()
+        message = _read_line(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    if message == "ready":
+        return proc
+    if message is None:
+        proc.terminate()
+        detail = f"no answer within {timeout:.0f} s"
+    elif message.startswith("error "):
+        detail = message[6:]
+    else:
+        detail = _last_log_line(log_path) or f"daemon exited with status {proc.wait()}"
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    raise MountError(f"cannot mount at {config.mountpoint}: {detail}")
+
+
+def _read_line(fd: int, timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        part = os.read(fd, 4096)
+        if not part:
+            return buf.decode("utf-8", "replace").strip() or ""
+        buf += part
+    return buf.decode("utf-8", "replace").strip()
+
+
+def _last_log_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _answers_within(path: str, timeout: float) -> bool:
+    """stat the mount's root in a thread, so a hung mount cannot hang the caller."""
+    result: list[bool] = []
+    t = threading.Thread(target=lambda: result.append(mountpoint.answers(path)), daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+def status(home: Path, path: str | None = None, *, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The state of one mount point, or of every mount this home knows about."""
+    if path is not None:
+        mp = mountpoint.canonical(path)
+        folder = state.state_dir(home, mp)
+        return [_status_of(folder, state.MountState.read(folder), mp, timeout)]
+    return [_status_of(folder, st, st.mountpoint, timeout) for folder, st in state.all_states(home)]
+
+
+def _status_of(folder: Path, st: state.MountState | None, mp: str, timeout: float) -> dict[str, Any]:
+    info = mountpoint.mounted_at(mp)
+    base: dict[str, Any] = {"mountpoint": mp, "ready": False}
+    if st is None or not state.pid_alive(st.pid):
+        base["state"] = "stale" if mountpoint.is_dsmount(info) else "not mounted"
+        return base
+    try:
+        answer = control.request(st.socket, "status", timeout=timeout)
+    except MountError as exc:
+        return {**base, "state": "not answering", "pid": st.pid, "version": st.version, "error": str(exc)}
+    answer["ready"] = bool(answer.get("ready")) and _answers_within(mp, timeout)
+    if not answer["ready"] and answer.get("state") == "mounted":
+        answer["state"] = "not answering"
+    return answer
+
+
+def _daemon_of(home: Path, path: str) -> tuple[str, state.MountState]:
+    mp = mountpoint.canonical(path)
+    st = state.MountState.read(state.state_dir(home, mp))
+    if st is None or not state.pid_alive(st.pid):
+        raise MountError(f"no dsmount daemon serves {mp}")
+    return mp, st
+
+
+def ask(home: Path, path: str, op: str, **args: Any) -> dict[str, Any]:
+    _, st = _daemon_of(home, path)
+    return control.request(st.socket, op, **args)
+
+
+def unmount(home: Path, path: str, *, timeout: float = STOP_TIMEOUT) -> str:
+    """Stop the daemon serving ``path`` (or clear a dead mount there); returns what was done."""
+    mp = mountpoint.canonical(path)
+    folder = state.state_dir(home, mp)
+    st = state.MountState.read(folder)
+    info = mountpoint.mounted_at(mp)
+    if st is not None and state.pid_alive(st.pid):
+        try:
+            control.request(st.socket, "unmount", timeout=timeout)
+        except MountError:
+            os.kill(st.pid, 15)  # not answering: SIGTERM unmounts too
+        deadline = time.monotonic() + timeout
+        while state.pid_alive(st.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if state.pid_alive(st.pid):
+            raise MountError(f"the daemon of {mp} (pid {st.pid}) did not stop within {timeout:.0f} s")
+        if mountpoint.is_dsmount(mountpoint.mounted_at(mp)):
+            mountpoint.lazy_unmount(mp)
+        state.clear(folder, st)
+        return "unmounted"
+    if mountpoint.is_dsmount(info):
+        mountpoint.lazy_unmount(mp)
+        state.clear(folder, st)
+        return "cleared a stale mount"
+    if st is not None:
+        state.clear(folder, st)
+    if info is not None:
+        raise MountError(f"{mp} is not a dsmount mount ({info.fstype})")
+    raise MountError(f"nothing is mounted at {mp}")

@@ -1,0 +1,363 @@
+"""The pyfuse3 Operations of a read-only mount: the index's rows, translated for the kernel.
+
+Deliberately thin: inode numbers are the merged-tree index's own (1 is the root), so
+there is no inode table to keep in memory; every lookup, getattr and readdir is one
+indexed SQLite query run in a worker thread, and reads go to ``ContentReader``. The
+lower tree never changes, so the kernel may cache entries, attributes and pages for
+as long as it likes (long timeouts, ``keep_cache``).
+
+Only ``FUSEError`` leaves a handler: ``_handler`` times every call and turns anything
+else into an errno (EIO for corruption and for the unexpected, which is logged).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from itertools import count
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from mountfs.api.content import ContentReader, OpenFile
+from mountfs.errors import IntegrityError, MountfsError, NotFoundError, StoreError
+from mountfs.fuse.stats import OpStats
+from mountfs.tree.index import DIR, ROOT_INO, Node, TreeIndex
+
+log = logging.getLogger("dsmount.fuse")
+
+XATTR_SHA256 = b"user.dsmount.sha256"
+XATTR_ORIGIN = b"user.dsmount.origin"
+XATTR_VERSION = b"user.dsmount.version"
+_FILE_XATTRS = (XATTR_SHA256, XATTR_ORIGIN, XATTR_VERSION)
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
+_READDIR_PAGE = 256
+_NOT_ERRORS = (errno.ENOENT, pyfuse3.ENOATTR)
+"""Answers, not failures: a missing name or attribute is counted but not as an error."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Ops = TypeVar("Ops", bound="ReadOnlyOperations")
+
+
+def _errno_of(exc: BaseException) -> int:
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc.errno
+    if isinstance(exc, IntegrityError):
+        return errno.EIO
+    if isinstance(exc, NotFoundError):
+        return errno.ENOENT
+    if isinstance(exc, StoreError):
+        return errno.EIO
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    return errno.EIO
+
+
+def _handler(
+    name: str,
+) -> Callable[
+    [Callable[Concatenate[Ops, P], Coroutine[Any, Any, R]]],
+    Callable[Concatenate[Ops, P], Coroutine[Any, Any, R]],
+]:
+    """Time the handler and let only FUSEError out of it."""
+
+    def wrap(
+        fn: Callable[Concatenate[Ops, P], Coroutine[Any, Any, R]],
+    ) -> Callable[Concatenate[Ops, P], Coroutine[Any, Any, R]]:
+        async def run(self: Ops, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            started = time.monotonic_ns()
+            try:
+                result = await fn(self, *args, **kwargs)
+            except pyfuse3.FUSEError as exc:
+                self.stats.record(name, time.monotonic_ns() - started, error=exc.errno not in _NOT_ERRORS)
+                raise
+            except (MountfsError, OSError) as exc:
+                self.stats.record(name, time.monotonic_ns() - started, error=True)
+                if not isinstance(exc, IntegrityError):  # corruption was logged where it was found
+                    log.warning("%s failed: %s", name, exc)
+                raise pyfuse3.FUSEError(_errno_of(exc)) from None
+            except Exception:
+                self.stats.record(name, time.monotonic_ns() - started, error=True)
+                log.exception("%s failed unexpectedly", name)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            self.stats.record(name, time.monotonic_ns() - started)
+            return result
+
+        run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return run
+
+    return wrap
+
+
+class _Dir:
+    """An open folder: the page of children fetched but not yet handed to the kernel."""
+
+    __slots__ = ("ino", "pending", "resume")
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+        self.pending: list[Node] = []
+        self.resume = -1
+        """The readdir offset at which ``pending`` continues the listing."""
+
+
+class ReadOnlyOperations(pyfuse3.Operations):
+    """Serve one version's merged tree; every write answers EROFS."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(
+        self,
+        index: TreeIndex,
+        reader: ContentReader,
+        *,
+        uid: int | None = None,
+        gid: int | None = None,
+        timeout: float = 86400.0,
+        stats: OpStats | None = None,
+    ) -> None:
+        super().__init__()
+        self.index = index
+        self.reader = reader
+        self.version = index.version
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self.timeout = timeout
+        self.stats = stats or OpStats()
+        self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, _Dir] = {}
+        self._next_fh = count(1)
+        self.readdir_reply: Callable[[Any, bytes, pyfuse3.EntryAttributes, int], bool] = pyfuse3.readdir_reply
+
+    # ----- translation ---------------------------------------------------------------------
+
+    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = pyfuse3.InodeT(node.ino)
+        a.generation = 0
+        a.entry_timeout = self.timeout
+        a.attr_timeout = self.timeout
+        if node.kind == DIR:
+            a.st_mode = pyfuse3.ModeT(stat.S_IFDIR | node.mode)
+            a.st_nlink = 1  # unknown sub-folder count: 1 tells find not to rely on it
+        elif node.kind == "symlink":
+            a.st_mode = pyfuse3.ModeT(stat.S_IFLNK | 0o777)
+            a.st_nlink = 1
+        else:
+            a.st_mode = pyfuse3.ModeT(stat.S_IFREG | (node.mode & 0o7777))
+            a.st_nlink = 1
+        size = len(os.fsencode(node.target)) if node.kind == "symlink" else node.size
+        a.st_size = size
+        a.st_blksize = 128 << 10
+        a.st_blocks = -(-size // 512)
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_rdev = 0
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
+        return a
+
+    async def _node(self, ino: int) -> Node:
+        node = await trio.to_thread.run_sync(self.index.node, ino)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    # ----- lookups and listing -------------------------------------------------------------
+
+    @_handler("lookup")
+    async def lookup(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        text = os.fsdecode(name)
+        if text == ".":
+            return self._attrs(await self._node(parent_inode))
+        if text == "..":
+            parent = await self._node(parent_inode)
+            return self._attrs(await self._node(parent.parent))
+        node: Node | None = await trio.to_thread.run_sync(self.index.lookup, int(parent_inode), text)
+        if node is None:
+            miss = pyfuse3.EntryAttributes()
+            miss.st_ino = pyfuse3.InodeT(0)  # a cached negative entry: the tree never gains it
+            miss.entry_timeout = self.timeout
+            return miss
+        return self._attrs(node)
+
+    async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
+        """Nothing to drop: inodes are index rows, never objects held in memory."""
+
+    @_handler("getattr")
+    async def getattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attrs(await self._node(inode))
+
+    @_handler("readlink")
+    async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileNameT:
+        node = await self._node(inode)
+        if node.kind != "symlink":
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return pyfuse3.FileNameT(os.fsencode(node.target))
+
+    @_handler("opendir")
+    async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        node = await self._node(inode)
+        if node.kind != DIR:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        fh = next(self._next_fh)
+        self._dirs[fh] = _Dir(inode)
+        return pyfuse3.FileHandleT(fh)
+
+    @_handler("readdir")
+    async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        d = self._dirs.get(fh)
+        if d is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        after = start_id
+        # The kernel's buffer fills mid-page: keep the rest for the call that resumes there.
+        page = d.pending if d.resume == start_id else []
+        d.pending = []
+        while True:
+            if not page:
+                page = await trio.to_thread.run_sync(self.index.children_after, d.ino, after, _READDIR_PAGE)
+                if not page:
+                    return
+            for i, node in enumerate(page):
+                if not self.readdir_reply(token, os.fsencode(node.name), self._attrs(node), node.ino):
+                    d.pending = page[i:]
+                    d.resume = page[i - 1].ino if i else after
+                    return
+            if len(page) < _READDIR_PAGE:
+                return
+            after = page[-1].ino
+            page = []
+
+    @_handler("releasedir")
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self._dirs.pop(fh, None)
+
+    # ----- files ---------------------------------------------------------------------------
+
+    @_handler("open")
+    async def open(
+        self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = await self._node(inode)
+        entry = node.entry()
+        if entry is None:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        h = await trio.to_thread.run_sync(self.reader.open, entry)
+        fh = next(self._next_fh)
+        self._files[fh] = h
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True, direct_io=False)
+
+    @_handler("read")
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        h = self._files.get(fh)
+        if h is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        data = self.reader.buffered(h, off, size)
+        if data is None:
+            data = await trio.to_thread.run_sync(self.reader.read, h, off, size)
+        return data
+
+    @_handler("release")
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        h = self._files.pop(fh, None)
+        if h is not None:
+            self.reader.release(h)
+
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        """Nothing is ever buffered for writing."""
+
+    # ----- extended attributes and statfs --------------------------------------------------
+
+    @_handler("getxattr")
+    async def getxattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
+    ) -> bytes:
+        node = await self._node(inode)
+        value = self._xattrs(node).get(bytes(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @_handler("listxattr")
+    async def listxattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> Sequence[pyfuse3.XAttrNameT]:
+        node = await self._node(inode)
+        return [pyfuse3.XAttrNameT(n) for n in self._xattrs(node)]
+
+    def _xattrs(self, node: Node) -> dict[bytes, bytes]:
+        out = {XATTR_VERSION: self.version.encode()}
+        if node.sha256:
+            out[XATTR_SHA256] = node.sha256.encode()
+        if node.origin:
+            out[XATTR_ORIGIN] = node.origin.encode()
+        return {k: out[k] for k in _FILE_XATTRS if k in out}
+
+    @_handler("statfs")
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = 128 << 10
+        s.f_frsize = 4096
+        s.f_blocks = -(-self.index.total_bytes() // 4096)
+        s.f_bfree = s.f_bavail = 0
+        s.f_files = self.index.count() + 1
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    # ----- every write: read-only file system ----------------------------------------------
+
+    async def setattr(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mknod(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mkdir(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def unlink(self, *args: Any, **kwargs: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rmdir(self, *args: Any, **kwargs: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def symlink(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rename(self, *args: Any, **kwargs: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def link(self, *args: Any, **kwargs: Any) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def write(self, *args: Any, **kwargs: Any) -> int:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def create(self, *args: Any, **kwargs: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def setxattr(self, *args: Any, **kwargs: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def removexattr(self, *args: Any, **kwargs: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    # ----- lifetime ------------------------------------------------------------------------
+
+    def open_files(self) -> int:
+        return len(self._files)
+
+    def root(self) -> int:
+        return ROOT_INO
