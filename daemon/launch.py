@@ -6,6 +6,7 @@ every other command works on machines without FUSE.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ def prepare(path: str, home: Path, *, allow_nonempty: bool = False) -> str:
     folder = state.state_dir(home, mp)
     st = state.MountState.read(folder)
     info = mountpoint.mounted_at(mp)
-    if mountpoint.is_dsmount(info) and (st is None or not state.pid_alive(st.pid)):
+    if mountpoint.is_dsmount(info) and (st is None or not state.pid_alive(st.pid)) and is_dead(mp):
         log.info("clearing a stale mount at %s", mp)
         mountpoint.lazy_unmount(mp)
         state.clear(folder, st)
@@ -118,6 +119,15 @@ def _last_log_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
+def is_dead(path: str) -> bool:
+    """A mount whose daemon is gone answers ENOTCONN; one served by a daemon of another home answers."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    return False
+
+
 def _answers_within(path: str, timeout: float) -> bool:
     """stat the mount's root in a thread, so a hung mount cannot hang the caller."""
     result: list[bool] = []
@@ -140,7 +150,10 @@ def _status_of(folder: Path, st: state.MountState | None, mp: str, timeout: floa
     info = mountpoint.mounted_at(mp)
     base: dict[str, Any] = {"mountpoint": mp, "ready": False}
     if st is None or not state.pid_alive(st.pid):
-        base["state"] = "stale" if mountpoint.is_dsmount(info) else "not mounted"
+        if not mountpoint.is_dsmount(info):
+            base["state"] = "not mounted"
+        else:
+            base["state"] = "stale" if is_dead(mp) else "served by another dsmount home"
         return base
     try:
         answer = control.request(st.socket, "status", timeout=timeout)
@@ -186,6 +199,8 @@ def unmount(home: Path, path: str, *, timeout: float = STOP_TIMEOUT) -> str:
         state.clear(folder, st)
         return "unmounted"
     if mountpoint.is_dsmount(info):
+        if not is_dead(mp):
+            raise MountError(f"{mp} is served by a dsmount daemon of another home (use its --home)")
         mountpoint.lazy_unmount(mp)
         state.clear(folder, st)
         return "cleared a stale mount"

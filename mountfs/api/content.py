@@ -151,6 +151,19 @@ class ContentReader:
 
     # ----- open / read / release -----------------------------------------------------------
 
+    def open_now(self, entry: Entry) -> OpenFile | None:
+        """``open`` when it needs no I/O (a file read in place from a known local chunk), else None.
+
+        The FUSE layer calls this on its event loop: most opens of a local store then
+        cost no thread hop at all.
+        """
+        if entry.kind not in (FILE, LINK) or entry.size == 0:
+            return OpenFile(entry)
+        loc = entry.loc
+        if loc is not None and _direct(entry) and self._local.get(loc.version) is True:
+            return OpenFile(entry)
+        return None
+
     def open(self, entry: Entry) -> OpenFile:
         """Prepare reads of ``entry``; uses the content cache when it already has the bytes."""
         h = OpenFile(entry)

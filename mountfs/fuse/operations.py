@@ -17,6 +17,7 @@ import logging
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from itertools import count
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -37,6 +38,8 @@ XATTR_VERSION = b"user.dsmount.version"
 _FILE_XATTRS = (XATTR_SHA256, XATTR_ORIGIN, XATTR_VERSION)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 _READDIR_PAGE = 256
+_REMEMBERED = 65536
+"""Nodes kept in memory (LRU): those just listed or looked up, about to be opened or stat'ed."""
 _NOT_ERRORS = (errno.ENOENT, pyfuse3.ENOATTR)
 """Answers, not failures: a missing name or attribute is counted but not as an error."""
 
@@ -133,6 +136,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         self.timeout = timeout
         self.stats = stats or OpStats()
         self._files: dict[int, OpenFile] = {}
+        self._nodes: OrderedDict[int, Node] = OrderedDict()
         self._dirs: dict[int, _Dir] = {}
         self._next_fh = count(1)
         self.readdir_reply: Callable[[Any, bytes, pyfuse3.EntryAttributes, int], bool] = pyfuse3.readdir_reply
@@ -164,11 +168,21 @@ class ReadOnlyOperations(pyfuse3.Operations):
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
         return a
 
+    def _remember(self, node: Node) -> Node:
+        self._nodes[node.ino] = node
+        if len(self._nodes) > _REMEMBERED:
+            self._nodes.popitem(last=False)
+        return node
+
     async def _node(self, ino: int) -> Node:
+        node = self._nodes.get(ino)
+        if node is not None:
+            self._nodes.move_to_end(ino)
+            return node
         node = await trio.to_thread.run_sync(self.index.node, ino)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return node
+        return self._remember(node)
 
     # ----- lookups and listing -------------------------------------------------------------
 
@@ -188,7 +202,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
             miss.st_ino = pyfuse3.InodeT(0)  # a cached negative entry: the tree never gains it
             miss.entry_timeout = self.timeout
             return miss
-        return self._attrs(node)
+        return self._attrs(self._remember(node))
 
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
         """Nothing to drop: inodes are index rows, never objects held in memory."""
@@ -232,6 +246,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
                     d.pending = page[i:]
                     d.resume = page[i - 1].ino if i else after
                     return
+                self._remember(node)
             if len(page) < _READDIR_PAGE:
                 return
             after = page[-1].ino
@@ -253,7 +268,9 @@ class ReadOnlyOperations(pyfuse3.Operations):
         entry = node.entry()
         if entry is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        h = await trio.to_thread.run_sync(self.reader.open, entry)
+        h = self.reader.open_now(entry)
+        if h is None:
+            h = await trio.to_thread.run_sync(self.reader.open, entry)
         fh = next(self._next_fh)
         self._files[fh] = h
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True, direct_io=False)
@@ -275,7 +292,8 @@ class ReadOnlyOperations(pyfuse3.Operations):
             self.reader.release(h)
 
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
-        """Nothing is ever buffered for writing."""
+        """Nothing is ever buffered for writing: ENOSYS tells the kernel never to send flush again."""
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     # ----- extended attributes and statfs --------------------------------------------------
 
