@@ -119,13 +119,26 @@ def _last_log_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def is_dead(path: str) -> bool:
-    """A mount whose daemon is gone answers ENOTCONN; one served by a daemon of another home answers."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
-    return False
+def is_dead(path: str, timeout: float = 5.0) -> bool:
+    """Whether the mount at ``path`` has no daemon behind it.
+
+    statfs is never answered from the kernel's caches (a stat may be, for a day), so it
+    reaches the daemon: ENOTCONN means it is gone; a mount served by a daemon of another
+    home answers. No answer within ``timeout`` counts as dead too.
+    """
+    result: list[int] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(path)
+            result.append(0)
+        except OSError as exc:
+            result.append(exc.errno or -1)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not result or result[0] in (errno.ENOTCONN, errno.ECONNABORTED)
 
 
 def _answers_within(path: str, timeout: float) -> bool:

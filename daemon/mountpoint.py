@@ -80,9 +80,10 @@ def is_dsmount(m: MountInfo | None) -> bool:
 
 
 def answers(path: str) -> bool:
-    """Whether a stat of the mount's root succeeds (False on ENOTCONN and the like)."""
+    """Whether the file system at ``path`` answers: statfs, which the kernel never caches
+    (a stat may come from its attribute cache long after the daemon died)."""
     try:
-        os.stat(path)
+        os.statvfs(path)
     except OSError:
         return False
     return True
