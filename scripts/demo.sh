@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo on the embedded default (a local folder as the store, SQLite as the catalogue):
-# create a dataset, version it, inspect the change, and get it back byte for byte.
+# create a dataset, version it, inspect the change, get it back byte for byte, and mount it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -41,5 +41,16 @@ run diff -r "$root/data" "$root/copy"
 say "the store holds only what changed (renamed files are references, not copies):"
 du -sh "$DSMOUNT_HOME"/store/data/* | sed "s|$DSMOUNT_HOME/||"
 run dsmount search --project demo
+
+say "mount version 1.0.1 read-only: files are fetched (and verified) only when read"
+mkdir -p "$root/mnt"
+run dsmount demo/images "$root/mnt"
+trap 'dsmount unmount "$root/mnt" >/dev/null 2>&1 || true' EXIT
+run ls "$root/mnt" "$root/mnt/images"
+run diff -r "$root/copy" "$root/mnt"
+run dsmount status "$root/mnt"
+run dsmount stats "$root/mnt"
+run dsmount unmount "$root/mnt"
+trap - EXIT
 echo
 echo "demo state is in $root (DSMOUNT_HOME=$DSMOUNT_HOME)"
