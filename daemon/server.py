@@ -64,7 +64,7 @@ class Daemon:
         self.ws = Workspace(config.store, home=config.home, cache_size=config.cache_size)
         self.index = self.ws.tree(config.version)
         self.read_stats = ReadStats()
-        self.reader = ContentReader(self.ws, self.read_stats)
+        self.reader = ContentReader(self.ws, self.read_stats, index=self.index)
         self.ops = ReadOnlyOperations(
             self.index, self.reader, uid=config.uid, gid=config.gid, stats=OpStats()
         )

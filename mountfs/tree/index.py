@@ -360,6 +360,15 @@ class TreeIndex:
         )
         return [_node(row) for row in cur]
 
+    def files_after(self, path: str, limit: int = 32) -> list[Entry]:
+        """Up to ``limit`` files following ``path`` in path order: the order chunks are written
+        in, so these are the members most likely stored right after it."""
+        cur = self._query(
+            f"SELECT {_ENTRY_COLUMNS} FROM nodes WHERE path > ? AND kind = ? ORDER BY path LIMIT ?",
+            (path, FILE, limit),
+        )
+        return [_entry(row) for row in cur]
+
     def children_after(self, ino: int, after_ino: int = 0, limit: int = 256) -> list[Node]:
         """Up to ``limit`` children of folder ``ino`` that follow child ``after_ino`` (0: from the start).
 
