@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -286,6 +287,13 @@ def test_mount_errors_are_clear(
     draft = dsm.new_id("--project", "proj", "--name", "other")
     assert dsm("mount", draft, new_mountpoint(), rc=4).rc == 4
     assert "nothing is mounted" in dsm("unmount", new_mountpoint(), rc=7).err
+    busy = new_mountpoint()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(busy)], check=True)
+    try:
+        assert "busy" in dsm("mount", vid, busy, "--nonempty", rc=7).err
+        assert "not a dsmount mount" in dsm("unmount", busy, rc=7).err
+    finally:
+        subprocess.run(["umount", str(busy)], check=True)
     for r in (dsm("mount", vid, full, rc=7), dsm("unmount", tmp_path, rc=7)):
         assert r.err.count("\n") == 1
         assert r.err.startswith("dsmount: error: ")
@@ -354,3 +362,39 @@ def test_dataset_mount_context_manager(home: Path, make_tree: MakeTree, tmp_path
         assert not mountpoint.answers(str(mnt / "x"))
     finally:
         ws.close()
+
+
+def _as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_private_unless_allow_other(dsm: Dsm, make_tree: MakeTree) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("this test needs root and setpriv (util-linux) to act as another user")
+    vid = make_version(dsm, make_tree({"x.txt": "shared"}))
+    # pytest's tmp folders are private (0700): another user needs a path it may traverse
+    top = Path(tempfile.mkdtemp(prefix="dsmount-allow-other-"))
+    os.chmod(top, 0o755)
+    private, shared = top / "private", top / "shared"
+    private.mkdir(mode=0o755)
+    shared.mkdir(mode=0o755)
+    try:
+        dsm("mount", vid, private)
+        dsm("mount", vid, shared, "--allow-other", "--uid", "65534", "--gid", "65534")
+        denied = _as_nobody("cat", str(private / "x.txt"))
+        assert denied.returncode != 0
+        assert "Permission denied" in denied.stderr
+        allowed = _as_nobody("cat", str(shared / "x.txt"))
+        assert allowed.returncode == 0, allowed.stderr
+        assert allowed.stdout == "shared"
+        st = os.stat(shared / "x.txt")
+        assert (st.st_uid, st.st_gid) == (65534, 65534)
+    finally:
+        for p in (private, shared):
+            dsm("unmount", p, rc=None)
+        shutil.rmtree(top, ignore_errors=True)
