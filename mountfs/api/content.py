@@ -32,6 +32,7 @@ from mountfs.api.workspace import Workspace
 from mountfs.errors import IntegrityError, ObjectMissingError, StoreUnavailableError
 from mountfs.snapshot.blocks import VERIFY_BLOCK, block_count, block_crc
 from mountfs.snapshot.entries import FILE, LINK, STORED, Entry, Location
+from mountfs.snapshot.reader import iter_member
 from mountfs.tree.index import TreeIndex
 
 log = logging.getLogger("dsmount.read")
@@ -171,7 +172,7 @@ class ContentReader:
         if entry.kind not in (FILE, LINK) or entry.size == 0:
             return OpenFile(entry)
         loc = entry.loc
-        if loc is not None and _direct(entry) and self._local.get(loc.version) is True:
+        if loc is not None and _in_place(entry) and self._local.get(loc.version) is True:
             return OpenFile(entry)
         return None
 
@@ -180,7 +181,7 @@ class ContentReader:
         h = OpenFile(entry)
         if entry.kind not in (FILE, LINK) or entry.size == 0:
             return h
-        if _direct(entry) and self._is_local(entry):
+        if _in_place(entry) and self._is_local(entry):
             return h  # read in place from a local chunk: the cache would only add a copy
         path = self.ws.cache.lookup(entry.sha256)
         if path is not None:
@@ -218,6 +219,8 @@ class ContentReader:
             data = os.pread(h.cache_fd, end - offset, offset)
         elif _direct(e) and (e.size > VERIFY_BLOCK or self._is_local(e)):
             data = self._read_direct(h, offset, end)
+        elif _in_place(e) and self._is_local(e):
+            data = self._read_inflated(h, offset, end)
         else:
             self._fill_cache(h)
             data = os.pread(h.cache_fd, end - offset, offset)
@@ -232,6 +235,21 @@ class ContentReader:
             os.close(h.cache_fd)
             h.cache_fd = -1
         h.buffer = (0, b"")
+
+    def _read_inflated(self, h: OpenFile, offset: int, end: int) -> bytes:
+        """A small deflated member of a local chunk, inflated in memory and checked (CRC-32, size).
+
+        Writing it to the content cache would cost a file, a rename and a database row per
+        file for bytes the kernel's page cache keeps anyway (the mount uses keep_cache)."""
+        e = h.entry
+        assert e.loc is not None
+        try:
+            data = b"".join(iter_member(self._counting_reader(e), e.loc, e.size, name=e.path))
+        except IntegrityError as exc:
+            raise self._corrupt(e, str(exc)) from exc
+        h.buffer = (0, data)
+        self.stats.add(small_reads=1)
+        return data[offset:end]
 
     def _read_direct(self, h: OpenFile, offset: int, end: int) -> bytes:
         """Blocks of a STORED member, verified one by one, with a growing read-ahead."""
@@ -382,6 +400,19 @@ class ContentReader:
                 os.close(fd)
             self._fds.clear()
             self._chunks.clear()
+
+
+INFLATE_IN_MEMORY = 1 << 20
+"""Deflated members up to this size are inflated in memory when their chunk is local;
+larger ones (up to 4 MiB: bigger files are always stored) go through the content cache."""
+
+
+def _in_place(e: Entry) -> bool:
+    """Whether a file can be served from its chunk without going through the content cache."""
+    loc = e.loc
+    if e.kind != FILE or loc is None:
+        return False
+    return _direct(e) or (loc.method != STORED and e.size <= INFLATE_IN_MEMORY)
 
 
 def _direct(e: Entry) -> bool:

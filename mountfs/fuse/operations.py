@@ -38,7 +38,7 @@ XATTR_VERSION = b"user.dsmount.version"
 _FILE_XATTRS = (XATTR_SHA256, XATTR_ORIGIN, XATTR_VERSION)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 _READDIR_PAGE = 256
-_REMEMBERED = 65536
+_REMEMBERED = 16384
 """Nodes kept in memory (LRU): those just listed or looked up, about to be opened or stat'ed."""
 _NOT_ERRORS = (errno.ENOENT, pyfuse3.ENOATTR)
 """Answers, not failures: a missing name or attribute is counted but not as an error."""

@@ -271,6 +271,9 @@ class TreeIndex:
             uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
             # One connection per thread; check_same_thread is off only so close() can close them all.
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            # A mount may run dozens of worker threads, each with its own connection: keep each
+            # page cache small (the file is immutable, so the OS page cache serves repeats).
+            conn.execute("PRAGMA cache_size = -512")
             with self._lock:
                 self._connections.append(conn)
             self._local.conn = conn
