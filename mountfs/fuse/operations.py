@@ -39,6 +39,7 @@ _FILE_XATTRS = (XATTR_SHA256, XATTR_ORIGIN, XATTR_VERSION)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 _READDIR_PAGE = 256
 _REMEMBERED = 16384
+_SIBLINGS = 1024
 """Nodes kept in memory (LRU): those just listed or looked up, about to be opened or stat'ed."""
 _NOT_ERRORS = (errno.ENOENT, pyfuse3.ENOATTR)
 """Answers, not failures: a missing name or attribute is counted but not as an error."""
@@ -137,6 +138,10 @@ class ReadOnlyOperations(pyfuse3.Operations):
         self.stats = stats or OpStats()
         self._files: dict[int, OpenFile] = {}
         self._nodes: OrderedDict[int, Node] = OrderedDict()
+        self._names: dict[tuple[int, str], int] = {}
+        """(parent, name) -> inode of the remembered nodes, so lookups of listed names need no query."""
+        self._listed: OrderedDict[int, bool] = OrderedDict()
+        """Folders whose first page of children was loaded; True when that page was all of them."""
         self._dirs: dict[int, _Dir] = {}
         self._next_fh = count(1)
         self.readdir_reply: Callable[[Any, bytes, pyfuse3.EntryAttributes, int], bool] = pyfuse3.readdir_reply
@@ -170,9 +175,21 @@ class ReadOnlyOperations(pyfuse3.Operations):
 
     def _remember(self, node: Node) -> Node:
         self._nodes[node.ino] = node
+        self._names[(node.parent, node.name)] = node.ino
         if len(self._nodes) > _REMEMBERED:
-            self._nodes.popitem(last=False)
+            _, old = self._nodes.popitem(last=False)
+            self._names.pop((old.parent, old.name), None)
+            self._listed.pop(old.parent, None)  # its listing is no longer all in memory
         return node
+
+    def _lookup_with_siblings(self, parent: int, name: str) -> tuple[Node | None, list[Node]]:
+        """Worker thread: the child, plus the folder's first page of children when not loaded yet,
+        so the next lookups in that folder (a loader walking a file list) need no query."""
+        siblings = [] if parent in self._listed else self.index.children_after(parent, 0, _SIBLINGS)
+        found = next((n for n in siblings if n.name == name), None)
+        if found is None and not (siblings and len(siblings) < _SIBLINGS):
+            found = self.index.lookup(parent, name)
+        return found, siblings
 
     async def _node(self, ino: int) -> Node:
         node = self._nodes.get(ino)
@@ -196,7 +213,17 @@ class ReadOnlyOperations(pyfuse3.Operations):
         if text == "..":
             parent = await self._node(parent_inode)
             return self._attrs(await self._node(parent.parent))
-        node: Node | None = await trio.to_thread.run_sync(self.index.lookup, int(parent_inode), text)
+        parent_ino = int(parent_inode)
+        ino = self._names.get((parent_ino, text))
+        node: Node | None = self._nodes.get(ino) if ino is not None else None
+        if node is None and not self._listed.get(parent_ino, False):
+            node, siblings = await trio.to_thread.run_sync(self._lookup_with_siblings, parent_ino, text)
+            if siblings:
+                for sibling in siblings:
+                    self._remember(sibling)
+                self._listed[parent_ino] = len(siblings) < _SIBLINGS
+                if len(self._listed) > _REMEMBERED // 16:
+                    self._listed.popitem(last=False)
         if node is None:
             miss = pyfuse3.EntryAttributes()
             miss.st_ino = pyfuse3.InodeT(0)  # a cached negative entry: the tree never gains it

@@ -163,3 +163,30 @@ def test_unexpected_errors_become_eio(ops: ReadOnlyOperations, monkeypatch: pyte
 
     run(go)
     assert ops.stats.snapshot()["getattr"]["errors"] == 1
+
+
+def test_lookups_in_a_folder_query_the_index_once(
+    ops: ReadOnlyOperations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    for name in ("lookup", "children_after", "node"):
+        real = getattr(ops.index, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(ops.index, name, counted)
+
+    async def go() -> None:
+        many = await ops.lookup(pyfuse3.ROOT_INODE, b"many", CTX)
+        calls.clear()
+        for i in range(0, 600, 7):
+            attrs = await ops.lookup(many.st_ino, f"f{i:03d}.txt".encode(), CTX)
+            assert attrs.st_size == len(f"file {i}\n")
+        assert calls == ["children_after"]  # one page of the folder, then memory
+        miss = await ops.lookup(many.st_ino, b"absent.txt", CTX)
+        assert miss.st_ino == 0
+        assert calls == ["children_after"]  # the whole folder is known: no query for a miss
+
+    run(go)
