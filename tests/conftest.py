@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from mountfs import Workspace
+from tests.emulators import emulators  # noqa: F401  (a session fixture for every test folder)
 
 DSMOUNT = Path(sys.executable).with_name("dsmount")
 """The console script installed next to the interpreter running the tests."""

@@ -11,20 +11,26 @@ a new backend needs no change here. Every backend error leaves this module as a
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import re
 import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import Any, BinaryIO, NoReturn, TypeVar, cast
 
 from mountfs.errors import IntegrityError, MountfsError, ObjectMissingError, StoreUnavailableError, UsageError
+from mountfs.storage.backends import check_url, missing_package_message, options_for, redact
+from mountfs.storage.retry import RetryPolicy, TransientError
 
+log = logging.getLogger("dsmount.store")
+
+T = TypeVar("T")
 _TEMP_RE = re.compile(r"^\..*\.tmp-[0-9a-f]+$")
 _FILE_SCHEME = "file://"
 
@@ -50,8 +56,12 @@ def _raise_translated(exc: BaseException, url: str, key: str) -> NoReturn:
         raise exc
     if isinstance(exc, FileNotFoundError):
         raise ObjectMissingError(f"missing in store {url}: {key}") from exc
+    if isinstance(exc, TransientError):
+        raise IntegrityError(f"store {url} failed on {key}: {_one_line(exc)}") from exc
+    if isinstance(exc, ImportError):
+        raise UsageError(missing_package_message(url, exc)) from exc
     raise StoreUnavailableError(
-        f"store {url} failed on {key or '/'}: {type(exc).__name__}: {_one_line(exc)}"
+        redact(f"store {url} failed on {key or '/'}: {type(exc).__name__}: {_one_line(exc)}")
     ) from exc
 
 
@@ -157,9 +167,11 @@ class Store:
     def __init__(
         self, url: str, *, storage_options: dict[str, Any] | None = None, create: bool = True
     ) -> None:
-        self._options = dict(storage_options or {})
+        check_url(url)
+        self._explicit = dict(storage_options or {})
         self._create = create
         self.is_local = _is_local_url(url)
+        self._retry = RetryPolicy.from_env()
         if self.is_local:
             self.url = _local_abspath(url)
             self._root = self.url
@@ -172,8 +184,10 @@ class Store:
             with _translated(self.url, ""):
                 import fsspec.core  # lazy: 13 MB that a local store never needs
 
-                self._fs, root = fsspec.core.url_to_fs(self.url, **self._options)
+                self._fs, root = fsspec.core.url_to_fs(self.url, **options_for(self.url, self._explicit))
             self._root = str(root).rstrip("/")
+            if not self._root:
+                raise UsageError(f"store URL {self.url} names no bucket")
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -184,15 +198,45 @@ class Store:
     def local_path(self, key: str) -> str | None:
         return self._path(_check_key(key)) if self.is_local else None
 
+    def _remote(self, key: str, what: str, fn: Callable[[], T]) -> T:
+        """One remote operation: retried on transient failures, then translated."""
+        with _translated(self.url, key):
+            return self._retry.call(fn, f"{what} {key}")
+
     # -- reading -------------------------------------------------------------------------------
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(_check_key(key))
-        with _translated(self.url, key):
-            if self.is_local:
-                with open(path, "rb") as f:
-                    return f.read()
-            return cast(bytes, self._fs.cat_file(path))
+        if not self.is_local:
+            return self._remote(key, "read", lambda: cast(bytes, self._fs.cat_file(path)))
+        with _translated(self.url, key), open(path, "rb") as f:
+            return f.read()
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, bytes | MountfsError]:
+        """Whole objects, fetched concurrently from a remote store; a failure is returned per key."""
+        out: dict[str, bytes | MountfsError] = {}
+        if self.is_local or len(keys) < 2:
+            for key in keys:
+                try:
+                    out[key] = self.read_bytes(key)
+                except MountfsError as exc:
+                    out[key] = exc
+            return out
+        paths = {self._path(_check_key(k)): k for k in keys}
+        try:
+            got = self._remote("", "read", lambda: self._fs.cat(list(paths), on_error="return"))
+        except MountfsError:
+            got = {}
+        for path, key in paths.items():
+            value = got.get(path) if isinstance(got, dict) else None
+            if isinstance(value, bytes):
+                out[key] = value
+                continue
+            try:  # one by one, with retries, what the batch did not bring
+                out[key] = self.read_bytes(key)
+            except MountfsError as exc:
+                out[key] = exc
+        return out
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         path = self._path(_check_key(key))
@@ -200,27 +244,37 @@ class Store:
             raise UsageError(f"bad range {start}+{length} for {key}")
         if length == 0:
             return b""
+        if not self.is_local:
+            return self._remote(key, "read", lambda: self._fetch_range(key, path, start, length))
         with _translated(self.url, key):
-            if self.is_local:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    parts: list[bytes] = []
-                    got = 0
-                    while got < length:
-                        chunk = os.pread(fd, length - got, start + got)
-                        if not chunk:
-                            break
-                        parts.append(chunk)
-                        got += len(chunk)
-                finally:
-                    os.close(fd)
-                data = b"".join(parts)
-            else:
-                data = cast(bytes, self._fs.cat_file(path, start=start, end=start + length))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                parts: builtins.list[bytes] = []
+                got = 0
+                while got < length:
+                    chunk = os.pread(fd, length - got, start + got)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    got += len(chunk)
+            finally:
+                os.close(fd)
+        data = b"".join(parts)
         if len(data) != length:
-            raise IntegrityError(
-                f"short read in store {self.url}: {key} has {len(data)} of {length} bytes at offset {start}"
-            )
+            raise self._short(key, len(data), length, start)
+        return data
+
+    def _short(self, key: str, got: int, length: int, start: int) -> IntegrityError:
+        return IntegrityError(
+            f"short read in store {self.url}: {key} has {got} of {length} bytes at offset {start}"
+        )
+
+    def _fetch_range(self, key: str, path: str, start: int, length: int) -> bytes:
+        data = cast(bytes, self._fs.cat_file(path, start=start, end=start + length))
+        if len(data) != length:
+            if start + length > int(self._fs.info(path)["size"]):
+                raise self._short(key, len(data), length, start)  # the object really is shorter
+            raise TransientError(f"short read: {key} gave {len(data)} of {length} bytes at {start}")
         return data
 
     def open_read(self, key: str, block_size: int = 1 << 20) -> BinaryIO:
@@ -233,37 +287,40 @@ class Store:
 
     def get_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
         path = self._path(_check_key(key))
+        if not self.is_local:
+            self._remote(key, "download", lambda: self._fs.get_file(path, os.fspath(local_path)))
+            return
         with _translated(self.url, key):
-            if self.is_local:
-                shutil.copyfile(path, local_path)
-            else:
-                self._fs.get_file(path, os.fspath(local_path))
+            shutil.copyfile(path, local_path)
 
     def exists(self, key: str) -> bool:
         path = self._path(_check_key(key))
+        if not self.is_local:
+            return self._remote(key, "stat", lambda: bool(self._fs.isfile(path)))
         with _translated(self.url, key):
-            if self.is_local:
-                return os.path.isfile(path)
-            return bool(self._fs.isfile(path))
+            return os.path.isfile(path)
 
     def info(self, key: str) -> ObjectInfo:
         path = self._path(_check_key(key))
-        with _translated(self.url, key):
-            if self.is_local:
-                st = os.stat(path)
-                if not stat.S_ISREG(st.st_mode):
-                    raise FileNotFoundError(path)
-                return _local_info(key, st)
-            raw = self._fs.info(path)
+        if not self.is_local:
+            raw: dict[str, Any] = self._remote(key, "stat", lambda: self._fs.info(path))
             if raw.get("type") != "file":
-                raise FileNotFoundError(path)
+                raise ObjectMissingError(f"missing in store {self.url}: {key}")
             return ObjectInfo(key, int(raw["size"]), _etag(raw), _mtime(raw))
+        with _translated(self.url, key):
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(path)
+            return _local_info(key, st)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object below a folder-like prefix (or the object named by it), sorted by key."""
         prefix = _check_key(prefix, allow_empty=True)
-        with _translated(self.url, prefix):
-            found = self._list_local(prefix) if self.is_local else self._list_remote(prefix)
+        if self.is_local:
+            with _translated(self.url, prefix):
+                found = self._list_local(prefix)
+        else:
+            found = self._remote(prefix, "list", lambda: self._list_remote(prefix))
         return sorted(found, key=lambda o: o.key)
 
     def _list_local(self, prefix: str) -> builtins.list[ObjectInfo]:
@@ -312,22 +369,41 @@ class Store:
     def write_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
         """Atomic whole-object write; exclusive=True is create-if-absent and reports who won.
 
-        Remote exclusive writes are check-then-put: two writers racing inside that window may
-        both succeed and the later one wins. Conditional writes close that gap later.
+        Remote exclusive writes are the backend's conditional create (S3 If-None-Match: *,
+        GCS ifGenerationMatch=0, Azure If-None-Match: *), so two machines racing for one key
+        cannot both win. An attempt whose answer was lost may have created the object: when
+        a retry then finds it present, the object is read back, and the write counts as ours
+        only if the bytes are exactly ours (manifests and claims carry their writer's id).
         """
         path = self._path(_check_key(key))
-        with _translated(self.url, key):
-            if not self.is_local:
-                if exclusive and self._fs.exists(path):
-                    return False
-                self._fs.pipe_file(path, data)
+        if not self.is_local:
+            if not exclusive:
+                self._remote(key, "write", lambda: self._fs.pipe_file(path, data))
                 return True
+            return self._create_remote(key, path, data)
+        with _translated(self.url, key):
             tmp, f = _new_local_temp(path)
             try:
                 f.write(data)
                 return _publish_local(tmp, f, path, exclusive=exclusive)
             finally:
                 _discard(tmp, f)
+
+    def _create_remote(self, key: str, path: str, data: bytes) -> bool:
+        tries = 0
+
+        def create() -> bool:
+            nonlocal tries
+            tries += 1
+            try:
+                self._fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                if tries == 1:
+                    return False
+                return bool(self._fs.cat_file(path) == data)  # our own lost success, or another's
+            return True
+
+        return self._remote(key, "create", create)
 
     @contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
@@ -350,17 +426,16 @@ class Store:
         try:
             with os.fdopen(fd, "w+b") as f:
                 yield cast(BinaryIO, f)
-            with _translated(self.url, key):
-                self._fs.put_file(tmp, path)
+            self._remote(key, "upload", lambda: self._fs.put_file(tmp, path))
         finally:
             os.unlink(tmp)
 
     def put_file(self, local_path: str | os.PathLike[str], key: str) -> None:
         path = self._path(_check_key(key))
+        if not self.is_local:
+            self._remote(key, "upload", lambda: self._fs.put_file(os.fspath(local_path), path))
+            return
         with _translated(self.url, key):
-            if not self.is_local:
-                self._fs.put_file(os.fspath(local_path), path)
-                return
             tmp, f = _new_local_temp(path)
             try:
                 with open(local_path, "rb") as src:
@@ -371,14 +446,19 @@ class Store:
 
     def delete(self, key: str) -> None:
         path = self._path(_check_key(key))
-        with _translated(self.url, key):
-            try:
+
+        def remove() -> None:
+            with suppress(FileNotFoundError):
                 if self.is_local:
                     os.unlink(path)
                 else:
                     self._fs.rm_file(path)
-            except FileNotFoundError:
-                pass
+
+        if self.is_local:
+            with _translated(self.url, key):
+                remove()
+        else:
+            self._remote(key, "delete", remove)
 
     def delete_prefix(self, prefix: str) -> None:
         prefix = _check_key(prefix, allow_empty=True)
@@ -398,17 +478,21 @@ class Store:
                 return
             # Never rm the root itself: for a bucket URL that would be the bucket.
             top = self._path(prefix) if prefix else self._root
-            try:
-                names = list(self._fs.find(top))
-            except FileNotFoundError:
-                return
-            if names:
-                self._fs.rm(names)
+
+            def remove_all() -> None:
+                try:
+                    names = list(self._fs.find(top))
+                except FileNotFoundError:
+                    return
+                if names:
+                    self._fs.rm(names)
+
+            self._retry.call(remove_all, f"delete {prefix}/")
 
     def child(self, subpath: str) -> Store:
         subpath = _check_key(subpath)
         url = os.path.join(self.url, subpath) if self.is_local else f"{self.url}/{subpath}"
-        return Store(url, storage_options=self._options, create=self._create)
+        return Store(url, storage_options=self._explicit, create=self._create)
 
 
 # -- external links (clearml-data --links) ---------------------------------------------------------
@@ -424,7 +508,7 @@ def link_info(url: str) -> tuple[int, str]:
             return os.stat(path).st_size, path
         import fsspec.core
 
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url, **options_for(url))
         raw = fs.info(path)
         if raw.get("type") != "file":
             raise FileNotFoundError(path)
@@ -437,5 +521,5 @@ def open_link(url: str) -> BinaryIO:
             return open(_local_abspath(url), "rb")
         import fsspec.core
 
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url, **options_for(url))
         return cast(BinaryIO, fs.open(path, "rb"))

@@ -1,7 +1,8 @@
 """The store contract: one suite, every backend.
 
-Tests use only the ``Store`` interface so the same class runs against S3/GCS/Azure emulators
-by adding a backend to ``BACKENDS`` (or a URL in ``DSMOUNT_TEST_STORE_URLS``, space-separated).
+Tests use only the ``Store`` interface, so the same class runs on a local folder, fsspec's
+memory filesystem and the S3, GCS and Azure emulators (tests/emulators.py), and on any
+further URL in ``DSMOUNT_TEST_STORE_URLS`` (space-separated; a real bucket, say).
 """
 
 from __future__ import annotations
@@ -15,20 +16,26 @@ import pytest
 
 from mountfs.errors import IntegrityError, ObjectMissingError, StoreUnavailableError, UsageError
 from mountfs.storage.store import Store, link_info, open_link
+from tests.emulators import wanted
 
-BACKENDS = ["local", "memory", *os.environ.get("DSMOUNT_TEST_STORE_URLS", "").split()]
+BACKENDS = ["local", "memory", *wanted(), *os.environ.get("DSMOUNT_TEST_STORE_URLS", "").split()]
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     kind: str = request.param
+    options: dict[str, object] = {}
     if kind == "local":
         url = str(tmp_path / "store")
     elif kind == "memory":
         url = f"memory://dsmount-test-{uuid.uuid4().hex}"
+    elif kind in ("s3", "gs", "az"):
+        em = request.getfixturevalue("emulators").get(kind)
+        url = f"{em.new_bucket()}/dsmount-test"
+        options = em.options()
     else:
         url = f"{kind.rstrip('/')}/dsmount-test-{uuid.uuid4().hex}"
-    s = Store(url)
+    s = Store(url, storage_options=options)
     yield s
     s.delete_prefix("")
 
@@ -231,3 +238,33 @@ class TestLinks:
         with pytest.raises(ObjectMissingError):
             open_link("/no/such/file/anywhere")
         s.delete_prefix("")
+
+
+class TestSharedWrites:
+    """What several machines writing to one store rely on."""
+
+    def test_racing_exclusive_creates_have_one_winner(self, store: Store) -> None:
+        import threading
+
+        barrier = threading.Barrier(6)
+        wins: list[int] = []
+
+        def race(n: int) -> None:
+            barrier.wait()
+            if store.write_bytes("claims/v1", f"writer {n}".encode(), exclusive=True):
+                wins.append(n)
+
+        threads = [threading.Thread(target=race, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1
+        assert store.read_bytes("claims/v1") == f"writer {wins[0]}".encode()
+
+    def test_read_many_returns_bytes_and_per_key_errors(self, store: Store) -> None:
+        for i in range(5):
+            store.write_bytes(f"m/{i}.json", b"x" * i)
+        got = store.read_many([*(f"m/{i}.json" for i in range(5)), "m/missing.json"])
+        assert [got[f"m/{i}.json"] for i in range(5)] == [b"x" * i for i in range(5)]
+        assert isinstance(got["m/missing.json"], ObjectMissingError)
