@@ -618,6 +618,12 @@ BREAKAGES: dict[str, tuple[Breakage, str]] = {
         "startup probe must run",
     ),
     "no liveness probe": (lambda d, p, s, a: s.pop("livenessProbe"), "no liveness probe"),
+    "liveness probe on another path": (
+        lambda d, p, s, a: s["livenessProbe"]["exec"].update(
+            command=["dsmount", "status", "/mnt", "--ready"]
+        ),
+        "liveness probe does not check /data",
+    ),
     "app does not mount the dataset": (
         lambda d, p, s, a: a["volumeMounts"].remove(_mount(a, "/data")),
         "does not mount the dataset volume",
@@ -693,8 +699,19 @@ def test_the_semantic_checker_finds_a_broken_manifest(breakage: str, rendered: d
             "without the sidecar's DSMOUNT_HOME volume",
         ),
         (lambda pod: pod["containers"].pop(1), "no container runs `dsmount commit /data`"),
+        (
+            lambda pod: pod["initContainers"][0]["volumeMounts"].remove(
+                _mount(pod["initContainers"][0], "/var/lib/dsmount")
+            ),
+            "DSMOUNT_HOME /var/lib/dsmount is not on a volume",
+        ),
     ],
-    ids=["no shared pid namespace", "commit without the home volume", "no commit container"],
+    ids=[
+        "no shared pid namespace",
+        "commit without the home volume",
+        "no commit container",
+        "home not a volume",
+    ],
 )
 def test_the_semantic_checker_finds_a_broken_writable_manifest(
     damage: Callable[[Doc], object], expected: str, rendered: dict[str, list[Doc]]
@@ -705,6 +722,12 @@ def test_the_semantic_checker_finds_a_broken_writable_manifest(
     damage(pod)
     found = problems(docs)
     assert any(expected in p for p in found), found
+
+
+def test_the_semantic_checker_needs_a_pod() -> None:
+    assert problems([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}]) == [
+        "no pod template in the manifests"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
