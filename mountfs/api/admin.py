@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mountfs.api import claims
 from mountfs.api.workspace import Workspace, now_iso, registry_key
 from mountfs.errors import DatasetNotFoundError, DependentsError, NotClosedError, PublishedError, UsageError
 from mountfs.snapshot.manifest import CLOSED, PUBLISHED, Manifest
@@ -97,11 +98,13 @@ def delete_versions(
         draft = ws.catalogue.draft(vid)
         if draft is not None:
             ws.data_store(draft.data_url).delete_prefix(f"{vid}/")
+            claims.release(ws, vid, draft.project, draft.name, draft.version)
             ws.catalogue.delete_draft(vid)
             done.drafts.append(vid)
             continue
         m = ws.manifest(vid)
         ws.store.delete(registry_key(vid))
+        claims.release(ws, vid, m.project, m.name, m.version)
         ws.catalogue.remove_version(vid)
         if delete_files:
             ws.data_store(m.data_url).delete_prefix(f"{vid}/")

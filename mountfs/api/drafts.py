@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
+from mountfs.api import claims
 from mountfs.api.faults import crash_point
 from mountfs.api.scan import LocalFile, hash_files
 from mountfs.api.workspace import Workspace, new_id, now_iso, release_memory, whoami
@@ -71,6 +72,7 @@ def create(
             raise UsageError("a dataset needs a project (--project) when it has no parents")
         project = parent_manifests[-1].project
     ws.ensure_refreshed()
+    version_auto = version is None
     if version is None:
         version = next_version(r.version for r in ws.catalogue.versions_of(project, name))
     elif any(r.version == version for r in ws.catalogue.versions_of(project, name)):
@@ -89,6 +91,7 @@ def create(
         host=host,
         tags=tuple(tags),
         description=description,
+        version_auto=version_auto,
     )
     ws.catalogue.create_draft(draft)
     return draft
@@ -447,6 +450,8 @@ def close(
     crash_point("close.table_written")
     import hashlib
 
+    version = claims.claim(ws, d)  # the number is ours in the shared store from here on
+    crash_point("close.version_claimed")
     stats = Stats(
         files=len(final),
         bytes=sum(e.size for e in final.values()),
@@ -463,7 +468,7 @@ def close(
         id=d.id,
         project=d.project,
         name=d.name,
-        version=d.version,
+        version=version,
         parents=tuple(d.parents),
         state=CLOSED,
         created=d.created,
@@ -490,4 +495,5 @@ def close(
 def discard(ws: Workspace, d: Draft) -> None:
     """Delete a draft and whatever chunks it already uploaded."""
     ws.data_store(d.data_url).delete_prefix(f"{d.id}/")
+    claims.release(ws, d.id, d.project, d.name, d.version)
     ws.catalogue.delete_draft(d.id)

@@ -24,6 +24,7 @@ from mountfs.config import Settings
 from mountfs.errors import (
     DatasetNotFoundError,
     IntegrityError,
+    MountfsError,
     NotClosedError,
     ObjectMissingError,
     StoreUnavailableError,
@@ -136,19 +137,27 @@ class Workspace:
             )
         known = self.catalogue.etags()
         seen: set[str] = set()
+        changed: dict[str, str] = {}
         for info in self.store.list(REGISTRY):
             name = info.key.rsplit("/", 1)[-1]
             if not name.endswith(".json"):
                 continue
             vid = name[: -len(".json")]
             seen.add(vid)
-            if known.get(vid) == info.etag:
-                continue
-            try:
-                manifest = Manifest.from_json(self.store.read_bytes(info.key), where=info.key)
-            except ObjectMissingError:
-                continue  # deleted while we listed
-            self.catalogue.upsert_manifest(manifest, info.etag)
+            if known.get(vid) != info.etag:
+                changed[info.key] = info.etag
+        keys = sorted(changed)
+        for start in range(0, len(keys), 256):  # concurrent reads on a remote registry
+            got = self.store.read_many(keys[start : start + 256])
+            found = []
+            for key in keys[start : start + 256]:
+                raw = got[key]
+                if isinstance(raw, ObjectMissingError):
+                    continue  # deleted while we listed
+                if isinstance(raw, MountfsError):
+                    raise raw
+                found.append((Manifest.from_json(raw, where=key), changed[key]))
+            self.catalogue.upsert_manifests(found)
         for vid in known.keys() - seen:
             self.catalogue.remove_version(vid)
         for draft in self.catalogue.drafts():

@@ -44,6 +44,9 @@ class Draft:
     metadata: dict[str, Any] = field(default_factory=dict)
     oplog: list[dict[str, Any]] = field(default_factory=list)
     chunks: list[ChunkRef] = field(default_factory=list)
+    version_auto: bool = False
+    """The version number was picked, not asked for: close may move it on if another machine
+    claimed it first (explicit numbers fail instead)."""
 
 
 _DRAFT_FIELDS = frozenset(f.name for f in dataclasses.fields(Draft))
@@ -100,6 +103,7 @@ def create_draft_schema(db: Any) -> None:
             "metadata": str,
             "oplog": str,
             "chunks": str,
+            "version_auto": int,
         },
         pk="id",
         not_null=["project", "name", "version", "created"],
@@ -133,6 +137,8 @@ def create_draft_schema(db: Any) -> None:
         ) WITHOUT ROWID
         """
     )
+    if "version_auto" not in {row[1] for row in db.execute("PRAGMA table_info(drafts)")}:
+        db.execute("ALTER TABLE drafts ADD COLUMN version_auto INTEGER DEFAULT 0")  # before shared stores
     if "blocks" not in {row[1] for row in db.execute("PRAGMA table_info(pending)")}:
         db.execute("ALTER TABLE pending ADD COLUMN blocks BLOB")  # catalogues made before block CRCs
     # Partial index: upload walks only the files still to send, in path order, and this
@@ -145,6 +151,7 @@ def _draft_row(d: Draft) -> dict[str, Any]:
     for name in _DRAFT_FIELDS:
         value = getattr(d, name)
         row[name] = _encode(name, value) if name in _JSON_FIELDS else value
+    row["version_auto"] = int(d.version_auto)
     return row
 
 
@@ -174,6 +181,7 @@ def _row_draft(row: sqlite3.Row | tuple[Any, ...], names: Sequence[str]) -> Draf
         metadata=json.loads(doc["metadata"]),
         oplog=json.loads(doc["oplog"]),
         chunks=[ChunkRef(**c) for c in json.loads(doc["chunks"])],
+        version_auto=bool(doc.get("version_auto")),
     )
 
 

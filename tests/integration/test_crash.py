@@ -51,6 +51,7 @@ POINTS = [
     "upload.chunk_written",
     "upload.chunk_recorded",
     "close.table_written",
+    "close.version_claimed",
     "close.manifest_written",
 ]
 
