@@ -19,8 +19,21 @@ def register(sub: Any) -> None:
         "mount a closed version as a read-only file system; returns once the mount answers",
     )
     p.add_argument("ref", metavar="ID", help="dataset version: id, id prefix or project/name[@version]")
-    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty folder")
+    p.add_argument(
+        "mountpoint", metavar="MOUNTPOINT", help="an empty folder, or /dev/fd/N (a mounted /dev/fuse)"
+    )
     p.add_argument("-f", "--foreground", action="store_true", help="serve in this process until stopped")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="with -f: log lines on stdout as text or as one JSON object per line (default text)",
+    )
+    p.add_argument(
+        "--mount-path",
+        metavar="PATH",
+        help="with MOUNTPOINT /dev/fd/N: where the helper mounted it (status and unmount use this path)",
+    )
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     p.add_argument("--uid", type=int, help="owner shown for every file (default: yours)")
     p.add_argument("--gid", type=int, help="group shown for every file (default: yours)")
@@ -37,6 +50,9 @@ def register(sub: Any) -> None:
     p = command(sub, "status", status, "state of one mount, or of every mount of this home")
     p.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?")
     p.add_argument("--ready", action="store_true", help="exit 0 only if the mount is mounted and answering")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the daemon and the mount (default 5)"
+    )
     add_json(p)
 
     p = command(sub, "stats", stats, "a mount's cache hits and misses, bytes fetched, operation latencies")
@@ -55,7 +71,7 @@ def _home(ctx: Context) -> Any:
 
 
 def mount(ctx: Context) -> int:
-    from mountfs.daemon.mount import config_for, mount, run_foreground
+    from mountfs.daemon.mount import foreground, mount
 
     args = ctx.args
     ws = ctx.workspace
@@ -67,11 +83,15 @@ def mount(ctx: Context) -> int:
         "prefetch": args.prefetch,
         "allow_nonempty": args.nonempty,
         "debug": args.debug,
+        "mount_path": args.mount_path,
     }
     if args.foreground:
-        config = config_for(ws, ds.id, args.mountpoint, **options)
-        ctx.close()  # the daemon opens its own workspace; nothing of this one stays open
-        return run_foreground(config)
+        # the daemon opens its own workspace: nothing of this one stays open while serving
+        return foreground(
+            ws, ds.id, args.mountpoint, log_format=args.log_format, before_serving=ctx.close, **options
+        )
+    if args.log_format != "text":
+        raise UsageError("--log-format is for -f (a background daemon writes text to its daemon.log)")
     handle = mount(ws, ds.id, args.mountpoint, timeout=args.timeout, **options)
     if args.json:
         print_json({"mountpoint": handle.path, "version": handle.version, "pid": handle.pid})
@@ -91,7 +111,7 @@ def unmount(ctx: Context) -> int:
 def status(ctx: Context) -> int:
     from mountfs.daemon.launch import status
 
-    found = status(_home(ctx), ctx.args.mountpoint)
+    found = status(_home(ctx), ctx.args.mountpoint, timeout=ctx.args.timeout)
     ready = bool(found) and all(s.get("ready") for s in found)
     if ctx.args.json:
         print_json(found[0] if ctx.args.mountpoint else found)

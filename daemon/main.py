@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
-from mountfs.daemon.launch import log_format
+from mountfs.daemon.logs import configure_logging
 from mountfs.daemon.server import MountConfig, run
-
-
-def configure_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, format=log_format(), stream=sys.stdout, force=True
-    )
-    logging.getLogger("pyfuse3").setLevel(logging.INFO if debug else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ exit, with ``status()``, ``stats()`` and ``prefetch()`` over the control socket.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from mountfs.daemon import launch
 from mountfs.daemon.server import MountConfig
 
 from mountfs.api.workspace import Workspace
-from mountfs.errors import NotClosedError
+from mountfs.errors import NotClosedError, UsageError
 from mountfs.snapshot.manifest import CLOSED, PUBLISHED
 
 
@@ -69,12 +70,25 @@ def config_for(
     prefetch_paths: Sequence[str] = (),
     allow_nonempty: bool = False,
     debug: bool = False,
+    mount_path: str | os.PathLike[str] | None = None,
 ) -> MountConfig:
-    """Check the version and the mount point, build the merged-tree index, and describe the mount."""
+    """Check the version and the mount point, build the merged-tree index, and describe the mount.
+
+    ``path`` may be ``/dev/fd/N``: a /dev/fuse descriptor that a privileged helper opened
+    and mounted (mount(2) with ``fd=N``) at ``mount_path``, which names the mount for
+    status and unmount."""
     m = ws.manifest(version_id)
     if m.state not in (CLOSED, PUBLISHED):
         raise NotClosedError(f"version {version_id} is a draft: close it before mounting it")
-    mp = launch.prepare(os.fspath(path), ws.settings.home, allow_nonempty=allow_nonempty)
+    fuse_fd = launch.fuse_fd_of(os.fspath(path))
+    if fuse_fd is not None:
+        if mount_path is None:
+            raise UsageError(f"{path} needs --mount-path PATH: where the helper mounted that descriptor")
+        mp = launch.prepare_fd(fuse_fd, os.fspath(mount_path), ws.settings.home)
+    elif mount_path is not None:
+        raise UsageError("--mount-path names where a /dev/fd/N descriptor is mounted: give the descriptor")
+    else:
+        mp = launch.prepare(os.fspath(path), ws.settings.home, allow_nonempty=allow_nonempty)
     ws.tree(version_id)  # built here, with errors on this terminal, not in the daemon's log
     return MountConfig(
         mountpoint=mp,
@@ -90,6 +104,7 @@ def config_for(
         prefetch_paths=list(prefetch_paths),
         allow_nonempty=allow_nonempty,
         debug=debug,
+        fuse_fd=fuse_fd,
     )
 
 
@@ -101,10 +116,36 @@ def mount(ws: Workspace, version_id: str, path: str | os.PathLike[str], **option
     return Mount(config.mountpoint, version_id, ws.settings.home, proc.pid, proc)
 
 
-def run_foreground(config: MountConfig) -> int:
-    """Serve the mount in this process until SIGTERM, SIGINT or ``dsmount unmount``."""
-    from mountfs.daemon import server
-    from mountfs.daemon.main import configure_logging
+def foreground(
+    ws: Workspace,
+    version_id: str,
+    path: str | os.PathLike[str],
+    *,
+    log_format: str = "text",
+    before_serving: Callable[[], None] | None = None,
+    **options: Any,
+) -> int:
+    """Serve the mount in this process, logging to stdout, until SIGTERM, SIGINT or ``dsmount unmount``.
 
-    configure_logging(config.debug)
-    return server.run(config, None)
+    What a container's sidecar runs: stop signals are handled from the start (one that
+    arrives while the index is being built ends the process with status 0), a stale mount
+    at the path is cleared, and the exit status is 0 after a requested stop.
+    ``before_serving`` runs once the mount is described (the CLI closes its workspace)."""
+    from mountfs.daemon import server
+    from mountfs.daemon.logs import configure_logging, fields
+
+    configure_logging(bool(options.get("debug")), log_format)
+    signals = server.StopSignals()
+    signals.install()
+    try:
+        config = config_for(ws, version_id, path, **options)
+        if before_serving is not None:
+            before_serving()
+        return server.run(config, None, signals)
+    except server.StopRequested as stop:
+        server.log.info(
+            "stopped before mounting (%s)",
+            signal.Signals(stop.args[0]).name,
+            extra=fields(event="stopped"),
+        )
+        return 0

@@ -2,9 +2,16 @@
 
 One process serves one mount. It reports readiness only once the kernel has asked it
 something and it answered (a stat of the mount's root from a worker thread), so
-``dsmount mount`` returns when the mount really works. SIGTERM, SIGINT and an
-``unmount`` request stop the FUSE loop, unmount and exit 0; a kill -9 leaves a dead
-mount that the next mount or unmount at that path clears.
+``dsmount mount`` returns when the mount really works. SIGTERM, SIGINT, SIGHUP and an
+``unmount`` request stop the FUSE loop, unmount and exit 0, within a bound: requests
+still running after STOP_GRACE are cancelled, and if the process is still busy after
+STOP_LIMIT (a request stuck in a worker thread) the mount is detached lazily and the
+process exits anyway. A kill -9 leaves a dead mount that the next mount or unmount at
+that path clears.
+
+With ``fuse_fd`` set, a privileged helper has opened /dev/fuse and mounted it (mount(2)
+with ``fd=N``); the daemon serves that descriptor (libfuse's ``/dev/fd/N`` mount point)
+and neither mounts nor unmounts: the mount belongs to the helper.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pyfuse3
 import trio
-from mountfs.daemon import control, mountpoint, state
+from mountfs.daemon import control, launch, mountpoint, state
+from mountfs.daemon.logs import fields
 
 from mountfs.api.content import ContentReader, ReadStats
 from mountfs.api.workspace import Workspace
@@ -32,6 +41,11 @@ from mountfs.fuse.stats import OpStats
 log = logging.getLogger("dsmount.daemon")
 
 READY_TIMEOUT = 30.0
+STOP_GRACE = 1.5
+"""Seconds requests still running at a stop request get to finish before they are cancelled."""
+STOP_LIMIT = 4.0
+"""Seconds after a stop request at which the mount is detached and the process exits, whatever still runs."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -51,9 +65,48 @@ class MountConfig:
     prefetch_paths: list[str] = field(default_factory=list)
     allow_nonempty: bool = False
     debug: bool = False
+    fuse_fd: int | None = None
+    """A /dev/fuse descriptor a helper opened and mounted at ``mountpoint``: serve it, mount nothing."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class StopRequested(BaseException):
+    """A stop signal arrived before anything was mounted: nothing to undo, exit 0."""
+
+
+class StopSignals:
+    """SIGTERM, SIGINT and SIGHUP outside the FUSE loop (which has its own receiver).
+
+    Before the mount is made a signal ends the process at once (``StopRequested``);
+    from the moment the mount is being made it is only remembered, and the loop stops as
+    soon as it runs, so a signal can never leave a mount behind without its daemon.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.mounting = False
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, self._handler)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if not self.mounting:
+            raise StopRequested(signum)
+
+
+class _Operations(ReadOnlyOperations):
+    """The read-only operations, noting when the kernel's INIT arrived (readiness without a path)."""
+
+    initialized: threading.Event
+
+    def init(self) -> None:
+        super().init()
+        self.initialized.set()
 
 
 class Daemon:
@@ -65,15 +118,26 @@ class Daemon:
         self.index = self.ws.tree(config.version)
         self.read_stats = ReadStats()
         self.reader = ContentReader(self.ws, self.read_stats, index=self.index)
-        self.ops = ReadOnlyOperations(
-            self.index, self.reader, uid=config.uid, gid=config.gid, stats=OpStats()
-        )
+        self.ops = _Operations(self.index, self.reader, uid=config.uid, gid=config.gid, stats=OpStats())
+        self.ops.initialized = threading.Event()
         self.folder = state.state_dir(Path(config.home), config.mountpoint)
         self.started = time.time()
         self.ready = False
         self.prefetch_state: dict[str, Any] = {}
         self._stop_prefetch = threading.Event()
-        self._cancel: trio.CancelScope | None = None
+        self._fuse_scope: trio.CancelScope | None = None
+        self._stopping = False
+        self._finished = threading.Event()
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def owns_mount(self) -> bool:
+        """Whether this process made the kernel mount (and so unmounts it), not a helper."""
+        return self.config.fuse_fd is None
+
+    def fuse_target(self) -> str:
+        """What libfuse is given: the mount point, or ``/dev/fd/N`` for a helper's descriptor."""
+        return self.config.mountpoint if self.owns_mount else f"/dev/fd/{self.config.fuse_fd}"
 
     def options(self) -> set[str]:
         opts = {f"fsname={mountpoint.FSNAME}", "subtype=dsmount", "ro", "default_permissions", "noatime"}
@@ -95,7 +159,7 @@ class Daemon:
                 "cache_bytes": await trio.to_thread.run_sync(self.ws.cache.usage),
             }
         if op == "unmount":
-            self.stop()
+            self.stop("unmount request")
             return {"ok": True}
         if op == "prefetch":
             paths = req.get("paths") or []
@@ -112,9 +176,10 @@ class Daemon:
             "version": self.config.version,
             "label": self.config.label,
             "pid": os.getpid(),
-            "state": "mounted" if self.ready else "starting",
+            "state": "stopping" if self._stopping else "mounted" if self.ready else "starting",
             "ready": self.ready,
             "writable": False,
+            "fuse_fd": self.config.fuse_fd,
             "started": self.started,
             "uptime_s": round(time.time() - self.started, 3),
             "files": self.index.count(),
@@ -124,26 +189,80 @@ class Daemon:
             "prefetch": dict(self.prefetch_state),
         }
 
-    def stop(self) -> None:
-        log.info("unmounting %s", self.config.mountpoint)
+    def stop(self, reason: str) -> None:
+        """Stop serving (from the trio loop): the FUSE loop ends, then run() unmounts and exits.
+
+        Bounded: requests still running after STOP_GRACE are cancelled; if the process has
+        not finished after STOP_LIMIT, a watchdog thread detaches the mount and exits."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.ready = False
+        log.info("stopping: %s", reason, extra=fields(event="stopping", reason=reason))
         self._stop_prefetch.set()
+        threading.Thread(target=self._watchdog, name="dsmount-stop", daemon=True).start()
         pyfuse3.terminate()
+        if self._fuse_scope is not None:
+            self._fuse_scope.deadline = trio.current_time() + STOP_GRACE
+
+    def _watchdog(self) -> None:
+        if self._finished.wait(STOP_LIMIT):
+            return
+        path = self.config.mountpoint
+        log.warning(
+            "still busy %.0f s after the stop request: detaching %s and exiting",
+            STOP_LIMIT,
+            path,
+            extra=fields(event="forced_exit", mountpoint=path, limit_s=STOP_LIMIT),
+        )
+        try:
+            if self.owns_mount and mountpoint.is_dsmount(mountpoint.mounted_at(path)):
+                mountpoint.lazy_unmount(path)
+            state.release(self.folder, os.getpid())
+        except (MountfsError, OSError) as exc:
+            log.error("%s", exc)
+        logging.shutdown()
+        os._exit(0)
+
+    def finish(self) -> None:
+        """After the FUSE loop: unmount (our own mount only), close everything, release the state."""
+        try:
+            pyfuse3.close(unmount=self.owns_mount)
+            self.reader.close()
+            self.ws.close()
+            state.release(self.folder, os.getpid())
+        finally:
+            self._finished.set()
+        log.info(
+            "unmounted %s",
+            self.config.mountpoint,
+            extra=fields(event="unmounted", mountpoint=self.config.mountpoint),
+        )
 
     # ----- tasks ---------------------------------------------------------------------------
 
-    async def _signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    async def _signals(self, early: StopSignals) -> None:
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            if early.received:  # arrived while mounting: stop as soon as the loop runs
+                self.stop(f"received {signal.Signals(early.received[0]).name}")
+                return
             async for signum in signals:
-                log.info("received %s", signal.Signals(signum).name)
-                self.stop()
+                self.stop(f"received {signal.Signals(signum).name}")
                 return
 
-    async def _await_ready(self, notify: int | None) -> None:
+    async def _await_ready(self, notify: int | None, t0: float) -> None:
         path = self.config.mountpoint
+        # A helper's mount may live in another mount namespace than this process: then the
+        # kernel's INIT, answered by this loop, is the sign that the mount is served.
+        visible = self.owns_mount or mountpoint.mounted_at(path) is not None
 
         def probe() -> bool:
             deadline = time.monotonic() + READY_TIMEOUT
             while time.monotonic() < deadline:
+                if not visible:
+                    if self.ops.initialized.wait(0.05):
+                        return True
+                    continue
                 try:
                     if os.stat(path).st_ino == pyfuse3.ROOT_INODE:
                         return True
@@ -155,11 +274,29 @@ class Daemon:
         ok = await trio.to_thread.run_sync(probe, abandon_on_cancel=True)
         if not ok:
             _notify(notify, f"error the mount at {path} did not answer within {READY_TIMEOUT:.0f} s")
-            self.stop()
+            self.stop("the mount did not answer")
+            return
+        if self._stopping:
             return
         self.ready = True
-        _raise_readahead(path)
-        log.info("mounted %s (%s) at %s", self.config.label or self.config.version, self.config.version, path)
+        if visible:
+            _raise_readahead(path)
+        seconds = round(time.time() - (state.started_at(os.getpid()) or t0), 3)
+        log.info(
+            "mounted %s (%s) at %s, ready %.2f s after start",
+            self.config.label or self.config.version,
+            self.config.version,
+            path,
+            seconds,
+            extra=fields(
+                event="ready",
+                mountpoint=path,
+                version=self.config.version,
+                label=self.config.label,
+                ready_s=seconds,  # since the process started
+                fuse_fd=self.config.fuse_fd,
+            ),
+        )
         _notify(notify, "ready")
         if self.config.prefetch:
             assert self._nursery is not None
@@ -183,23 +320,24 @@ class Daemon:
         try:
             files, nbytes = await trio.to_thread.run_sync(run, abandon_on_cancel=True)
         except MountfsError as exc:
-            log.error("prefetch failed: %s", exc)
+            log.error("prefetch failed: %s", exc, extra=fields(event="prefetch_failed"))
             self.prefetch_state = {"running": False, "error": str(exc)}
             return
-        self.prefetch_state = {
-            "running": False,
-            "files": files,
-            "bytes": nbytes,
-            "seconds": round(time.monotonic() - started, 3),
-        }
-        log.info("prefetched %d files (%d bytes)", files, nbytes)
+        seconds = round(time.monotonic() - started, 3)
+        self.prefetch_state = {"running": False, "files": files, "bytes": nbytes, "seconds": seconds}
+        log.info(
+            "prefetched %d files (%d bytes)",
+            files,
+            nbytes,
+            extra=fields(event="prefetched", files=files, bytes=nbytes, seconds=seconds),
+        )
 
-    _nursery: trio.Nursery | None = None
-
-    async def main(self, notify: int | None) -> None:
+    async def main(self, notify: int | None, early: StopSignals, t0: float) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         sock = state.socket_path(self.folder)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._signals, early)
             await nursery.start(control.serve, sock, self.handle)
             state.MountState(
                 mountpoint=self.config.mountpoint,
@@ -208,18 +346,28 @@ class Daemon:
                 socket=sock,
                 label=self.config.label,
                 started=self.started,
-                options={"allow_other": self.config.allow_other, "writable": False},
+                options={
+                    "allow_other": self.config.allow_other,
+                    "writable": False,
+                    "fuse_fd": self.config.fuse_fd,
+                },
             ).write(self.folder)
-            nursery.start_soon(self._signals)
-            nursery.start_soon(self._await_ready, notify)
-            await pyfuse3.main(min_tasks=4, max_tasks=64)
+            nursery.start_soon(self._await_ready, notify, t0)
+            with trio.CancelScope() as self._fuse_scope:
+                await pyfuse3.main(min_tasks=4, max_tasks=64)
+            if self._fuse_scope.cancelled_caught:
+                log.warning(
+                    "requests still running %.1f s after the stop request were cancelled",
+                    STOP_GRACE,
+                    extra=fields(event="requests_cancelled"),
+                )
             nursery.cancel_scope.cancel()  # the FUSE loop ended: unmounted, by us or from outside
 
 
 def _notify(fd: int | None, message: str) -> None:
     if fd is None:
         if message != "ready":
-            log.error("%s", message.removeprefix("error "))
+            log.error("%s", message.removeprefix("error "), extra=fields(event="error"))
         return
     try:
         os.write(fd, message.encode("utf-8", "replace") + b"\n")
@@ -252,26 +400,43 @@ def _rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run(config: MountConfig, notify: int | None = None) -> int:
-    """Mount, serve until told to stop, unmount. Returns the exit status."""
-    path = config.mountpoint
-    existing = mountpoint.mounted_at(path)
-    if mountpoint.is_dsmount(existing) and not mountpoint.answers(path):
-        log.warning("clearing a stale mount at %s", path)
+def _clear_stale(path: str, home: Path) -> None:
+    """Detach a dead dsmount mount at ``path`` (its daemon was killed): the last check before
+    mounting, in the daemon itself, so a sidecar restarted after a kill -9 mounts again."""
+    if not mountpoint.is_dsmount(mountpoint.mounted_at(path)):
+        return
+    if launch.is_stale(path, state.MountState.read(state.state_dir(home, path))):
+        log.warning("clearing a stale mount at %s", path, extra=fields(event="stale", mountpoint=path))
         mountpoint.lazy_unmount(path)
+
+
+def run(config: MountConfig, notify: int | None = None, signals: StopSignals | None = None) -> int:
+    """Mount, serve until told to stop, unmount. Returns the exit status.
+
+    ``signals``: the stop-signal handlers already installed by a foreground caller (so a
+    signal during its setup counts); installed here otherwise."""
+    t0 = time.time()
+    if signals is None:
+        signals = StopSignals()
+        signals.install()
+    path = config.mountpoint
     try:
-        mountpoint.check_target(path, allow_nonempty=config.allow_nonempty)
+        if config.fuse_fd is None:
+            _clear_stale(path, Path(config.home))
+        if config.fuse_fd is None:
+            mountpoint.check_target(path, allow_nonempty=config.allow_nonempty)
         daemon = Daemon(config)
-        pyfuse3.init(daemon.ops, path, daemon.options())
+        signals.mounting = True  # from here a signal is acted on once the loop runs
+        pyfuse3.init(daemon.ops, daemon.fuse_target(), daemon.options())
+    except StopRequested as stop:
+        name = signal.Signals(stop.args[0]).name
+        log.info("stopped before mounting (%s)", name, extra=fields(event="stopped", signal=name))
+        return 0
     except (MountfsError, RuntimeError, OSError) as exc:
         _notify(notify, f"error {exc}")
         return 7
     try:
-        trio.run(daemon.main, notify)
+        trio.run(daemon.main, notify, signals, t0)
     finally:
-        pyfuse3.close(unmount=True)
-        daemon.reader.close()
-        daemon.ws.close()
-        state.clear(daemon.folder, state.MountState.read(daemon.folder))
-        log.info("unmounted %s", path)
+        daemon.finish()
     return 0
