@@ -212,7 +212,7 @@ def _status_of(folder: Path, st: state.MountState | None, mp: str, timeout: floa
         if not mountpoint.is_dsmount(info):
             base["state"] = "not mounted"
         else:
-            base["state"] = "stale" if is_dead(mp) else "served by another dsmount home"
+            base["state"] = "stale" if is_dead(mp, timeout) else "served by another dsmount home"
         return base
     try:
         answer = control.request(st.socket, "status", timeout=timeout)

@@ -233,11 +233,16 @@ class Daemon:
             state.release(self.folder, os.getpid())
         finally:
             self._finished.set()
-        log.info(
-            "unmounted %s",
-            self.config.mountpoint,
-            extra=fields(event="unmounted", mountpoint=self.config.mountpoint),
-        )
+        path = self.config.mountpoint
+        if self.owns_mount:
+            log.info("unmounted %s", path, extra=fields(event="unmounted", mountpoint=path))
+        else:
+            log.info(
+                "stopped serving %s (/dev/fd/%d): the helper that mounted it unmounts it",
+                path,
+                self.config.fuse_fd,
+                extra=fields(event="released", mountpoint=path, fuse_fd=self.config.fuse_fd),
+            )
 
     # ----- tasks ---------------------------------------------------------------------------
 
