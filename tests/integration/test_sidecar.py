@@ -416,11 +416,11 @@ def test_json_log_lines(dsm: Dsm, make_tree: MakeTree, new_mountpoint: NewMountp
 # ----- a helper's /dev/fuse descriptor ----------------------------------------------------------------
 
 
-def _helper_mount(path: Path) -> int:
+def _helper_mount(path: Path, *, uid: int = 0, extra: str = "") -> int:
     """What a privileged node agent does: open /dev/fuse and mount it at ``path`` with fd=N."""
     fd = os.open("/dev/fuse", os.O_RDWR)
     os.set_inheritable(fd, True)
-    opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0,ro,default_permissions"
+    opts = f"fd={fd},rootmode=40000,user_id={uid},group_id={uid},ro,default_permissions{extra}"
     subprocess.run(
         ["mount", "-i", "-t", "fuse.dsmount", "-o", opts, "dsmount", str(path)], check=True, pass_fds=(fd,)
     )
@@ -435,6 +435,7 @@ def test_dev_fd_mount_from_a_helper(
     missing = dsm("mount", "-f", vid, "/dev/fd/0", rc=2)
     assert "--mount-path" in missing.err and missing.err.count("\n") == 1  # noqa: PT018
     assert "not /dev/fuse" in dsm("mount", "-f", vid, "/dev/fd/0", "--mount-path", mnt, rc=7).err
+    assert "give the descriptor" in dsm("mount", "-f", vid, mnt, "--mount-path", mnt, rc=2).err
     fd = _helper_mount(mnt)
     try:
         assert mounted(mnt)  # the kernel mount exists; nobody serves it yet: a stat would hang
@@ -460,6 +461,41 @@ def test_dev_fd_mount_from_a_helper(
     assert errno_of(lambda: os.listdir(mnt)) == errno.ENOTCONN
     assert "cleared a stale mount" in dsm("unmount", mnt).out
     assert not mounted(mnt)
+
+
+def test_dev_fd_mount_served_by_an_unprivileged_daemon(dsm: Dsm, make_tree: MakeTree, sidecars: Any) -> None:
+    """The point of /dev/fd/N: the daemon runs as nobody, without capabilities."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("this test needs root and setpriv (util-linux)")
+    top = Path(tempfile.mkdtemp(prefix="dsmount-fd-"))  # pytest's tmp folders are 0700
+    try:
+        os.chmod(top, 0o755)
+        home, mnt = top / "home", top / "mnt"
+        mnt.mkdir()
+        nobody = Dsm(home, top)
+        vid = make_version(nobody, make_tree({"x.txt": "served by nobody"}))
+        subprocess.run(["chown", "-R", "65534:65534", str(home)], check=True)
+        fd = _helper_mount(mnt, uid=65534, extra=",allow_other")
+        try:
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+            car = sidecars(
+                [vid, f"/dev/fd/{fd}", "--mount-path", mnt], prefix=prefix, pass_fds=[fd], env=nobody.env
+            )
+        finally:
+            os.close(fd)
+        assert wait_for(lambda: ready(nobody, mnt), 60), car.log.read_text()
+        assert (mnt / "x.txt").read_text() == "served by nobody"
+        with open(f"/proc/{car.proc.pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        assert status["Uid"].split()[0] == "65534"
+        assert int(status["CapEff"], 16) == 0
+        assert car.stop()[0] == 0
+        assert "cleared a stale mount" in nobody("unmount", mnt).out  # the helper's part
+        assert not mounted(mnt)
+    finally:
+        if mounted(top / "mnt"):
+            subprocess.run(["umount", "-l", str(top / "mnt")], check=False)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 # ----- users -----------------------------------------------------------------------------------------
