@@ -463,6 +463,28 @@ def test_dev_fd_mount_from_a_helper(
     assert not mounted(mnt)
 
 
+def test_dev_fd_mount_invisible_to_the_daemon_is_ready_once_init_is_answered(
+    dsm: Dsm, make_tree: MakeTree, new_mountpoint: NewMountpoint, sidecars: Any
+) -> None:
+    """As with GKE's CSI driver: the helper mounted PATH in the pod's namespace; the daemon,
+    in its own, never sees PATH (here: its copy of the mount is detached before it starts)."""
+    vid = make_version(dsm, make_tree({"x.txt": "x"}))
+    mnt = new_mountpoint()
+    fd = _helper_mount(mnt)
+    try:
+        script = f'umount -l "{mnt}" && exec "$@"'
+        prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+        car = sidecars([vid, f"/dev/fd/{fd}", "--mount-path", mnt], prefix=prefix, pass_fds=[fd])
+    finally:
+        os.close(fd)
+    assert wait_for(lambda: ready(dsm, mnt), 60), car.log.read_text()
+    assert f" {mnt} " not in Path(f"/proc/{car.proc.pid}/mountinfo").read_text()  # not there
+    assert mounted(mnt)  # but here, in this namespace
+    assert (mnt / "x.txt").read_text() == "x"
+    assert car.stop()[0] == 0
+    assert "cleared a stale mount" in dsm("unmount", mnt).out
+
+
 def test_dev_fd_mount_served_by_an_unprivileged_daemon(dsm: Dsm, make_tree: MakeTree, sidecars: Any) -> None:
     """The point of /dev/fd/N: the daemon runs as nobody, without capabilities."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
