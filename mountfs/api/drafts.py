@@ -384,6 +384,8 @@ def upload(
                 finish(in_flight.popleft())
 
         for e, src in ws.catalogue.pending(d.id, only_not_uploaded=True):
+            if error is not None:
+                break  # a chunk failed: finish what is in flight, record it, and report
             if e.sha256 in known:
                 refs.append(replace(e, loc=known[e.sha256]))
                 advance(e.size)
@@ -398,7 +400,7 @@ def upload(
                     submit()
                 current.append(PendingFile(e.path, src, e.size, e.sha256, e.mode, e.mtime_ns))
                 filled += e.size
-        if current:
+        if current and error is None:
             submit()
         while in_flight:
             finish(in_flight.popleft())
