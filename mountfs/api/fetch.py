@@ -134,9 +134,57 @@ class _Placer:
         self.finish(e, target)
 
 
-def _chunk_reader(store: Store, key: str) -> Callable[[int, int], bytes]:
+SPAN_BYTES = 8 << 20
+"""How much of a remote chunk one request may bring: members are read in offset order, so one
+ranged GET serves many small members (a request per 10 KiB member would cost more in round
+trips than in bytes)."""
+SPAN_GAP = 256 << 10
+"""A span stops before a gap wider than this between the members wanted, so a partial get does
+not download what it skips."""
+
+
+class _SpanReader:
+    """``read(offset, length)`` over a remote chunk, served from windows of up to SPAN_BYTES that
+    cover the wanted members (sorted by offset) and the small gaps between them."""
+
+    def __init__(self, store: Store, key: str, members: Sequence[Entry]) -> None:
+        self._store = store
+        self._key = key
+        self._ranges = sorted((e.loc.offset, e.loc.offset + e.loc.stored_size) for e in members if e.loc)
+        self._start = 0
+        self._buf = b""
+
+    def _window_end(self, offset: int, end: int) -> int:
+        """Extend [offset, end) over the following members, ending on a member boundary
+        unless one member alone is larger than the window."""
+        limit = offset + SPAN_BYTES
+        for start, stop in self._ranges:
+            if stop <= end:
+                continue
+            if start - end > SPAN_GAP:
+                break
+            if stop > limit:
+                if start < end:
+                    end = limit  # inside a member larger than a window
+                break
+            end = stop
+        return end
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        rel = offset - self._start
+        if rel >= 0 and rel + length <= len(self._buf):
+            return self._buf[rel : rel + length]
+        end = self._window_end(offset, offset + length)
+        self._buf = self._store.read_range(self._key, offset, end - offset)
+        self._start = offset
+        return self._buf[:length]
+
+
+def _chunk_reader(store: Store, key: str, members: Sequence[Entry] = ()) -> Callable[[int, int], bytes]:
     local = store.local_path(key)
     if local is None:
+        if members:
+            return _SpanReader(store, key, members)
         return lambda offset, length: store.read_range(key, offset, length)
     # pread on the local file, bypassing Store: so its errors are translated here, as Store would.
     try:
@@ -229,7 +277,7 @@ def materialize(
                         advance(e.size)
                         continue
                     if read is None and ws.cache.lookup(e.sha256) is None:
-                        read = _chunk_reader(store, key)
+                        read = _chunk_reader(store, key, members)
                     ensure(e, read)
             finally:
                 closer = getattr(read, "close", None)
