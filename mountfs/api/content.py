@@ -42,6 +42,8 @@ COALESCE_BYTES = 1 << 20
 this span, in one ranged read: listing a folder and reading its files then costs one
 round trip per MiB instead of one per file."""
 _COALESCE_GAP = 64 << 10
+_NEXT_MEMBER = 4096
+"""At most a local header (30 bytes, the name, the extra field) lies between a member and the next."""
 _NEIGHBOURS = 64
 MAX_WINDOW = 8 << 20
 """Read-ahead stops growing here: big enough to stream at disk speed, small per reader."""
@@ -104,6 +106,9 @@ class ContentReader:
         self._fds: dict[tuple[str, int], int] = {}
         self._filling: dict[str, threading.Lock] = {}
         self._local: dict[str, bool] = {}
+        self._chunk_end: dict[tuple[str, int], int] = {}
+        """Per remote chunk, where the last member fetched from it ended: a read that starts
+        there is a scan in storage order, the one pattern where fetching neighbours pays."""
         self._closed = False
 
     # ----- where bytes come from -----------------------------------------------------------
@@ -307,6 +312,12 @@ class ContentReader:
         loc = e.loc
         if self.index is None or loc is None or loc.stored_size >= COALESCE_BYTES or self._is_local(e):
             return None
+        key = (loc.version, loc.chunk)
+        with self._lock:
+            last = self._chunk_end.get(key)
+            self._chunk_end[key] = loc.offset + loc.stored_size
+        if last is None or not 0 <= loc.offset - last <= _NEXT_MEMBER:
+            return None  # random access: neighbours fetched now would mostly be waste
         group: list[Entry] = []
         end = loc.offset + loc.stored_size
         for n in self.index.files_after(e.path, _NEIGHBOURS):
@@ -324,6 +335,8 @@ class ContentReader:
             return None
         base = loc.offset
         buf = self._fetch(loc, 0, end - base)
+        with self._lock:
+            self._chunk_end[key] = end
 
         def read(offset: int, length: int) -> bytes:
             return buf[offset - base : offset - base + length]
