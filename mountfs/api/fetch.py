@@ -112,7 +112,7 @@ class _Placer:
     def write_direct(self, e: Entry, read: Callable[[int, int], bytes]) -> None:
         """Stream a member straight to its target, verified: no second copy through the cache.
 
-        Used for writable copies from a local store, where caching the bytes again would
+        Used for writable copies (any store), where caching the bytes as well would
         only double the writes. The member's CRC-32 is checked before its last block is
         written and its SHA-256 after; a mismatch removes the file, so no wrong content stays.
         """
@@ -141,6 +141,11 @@ trips than in bytes)."""
 SPAN_GAP = 256 << 10
 """A span stops before a gap wider than this between the members wanted, so a partial get does
 not download what it skips."""
+
+
+GROUP_BYTES = 48 << 20
+"""A worker's share of one chunk in get: small enough that a 512 MiB chunk spreads over all
+workers, large enough that each share is read in a few long requests."""
 
 
 class _SpanReader:
@@ -267,12 +272,13 @@ def materialize(
             if key is None:
                 raise IntegrityError(f"version {version} has no chunk {chunk}")
             store = stores[version]
-            local = direct and store.is_local
             read = None
             try:
                 for e in sorted(members, key=lambda x: x.loc.offset if x.loc else 0):
-                    if local and ws.cache.lookup(e.sha256) is None:
-                        read = read or _chunk_reader(store, key)
+                    if direct and ws.cache.lookup(e.sha256) is None:
+                        # A writable copy is the user's own: writing it through the cache too
+                        # would write every byte twice, for a cache the copy never uses.
+                        read = read or _chunk_reader(store, key, members)
                         placer.write_direct(e, read)
                         advance(e.size)
                         continue
@@ -290,6 +296,7 @@ def materialize(
 
         workers = max(1, max_workers or 4)
         groups: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+        group_bytes: dict[tuple[str, int], int] = defaultdict(int)
         links: list[Entry] = []
         in_flight: deque[Future[None]] = deque()
         with ws.cache.batch(), ThreadPoolExecutor(workers, thread_name_prefix="dsmount-get") as pool:
@@ -309,10 +316,15 @@ def materialize(
                         if e.loc is None:
                             raise IntegrityError(f"{e.path} has no stored location")
                         locate(e.loc.version)
-                        group = groups[(e.loc.version, e.loc.chunk)]
+                        where = (e.loc.version, e.loc.chunk)
+                        group = groups[where]
                         group.append(e)
-                        if len(group) >= 2048:
-                            submit(e.loc.version, e.loc.chunk, groups.pop((e.loc.version, e.loc.chunk)))
+                        group_bytes[where] += e.size
+                        # Bounded by files and by bytes, so one big chunk still keeps every
+                        # worker busy (its groups are read in parallel, each in order).
+                        if len(group) >= 2048 or group_bytes[where] >= GROUP_BYTES:
+                            submit(*where, groups.pop(where))
+                            group_bytes.pop(where)
                 for (version, chunk), members in groups.items():
                     submit(version, chunk, members)
                 groups.clear()
