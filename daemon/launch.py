@@ -223,7 +223,7 @@ def _status_of(folder: Path, st: state.MountState | None, mp: str, timeout: floa
     here = mountpoint.mounted_at(mp) is not None or answer.get("fuse_fd") is not None
     answer["ready"] = bool(answer.get("ready")) and here and _answers_within(mp, timeout)
     if not answer["ready"] and answer.get("state") == "mounted":
-        answer["state"] = "not answering"
+        answer["state"] = "not answering" if here else "not in this mount namespace"
     return answer
 
 
