@@ -426,9 +426,8 @@ def run(config: MountConfig, notify: int | None = None, signals: StopSignals | N
         signals.install()
     path = config.mountpoint
     try:
-        if config.fuse_fd is None:
+        if config.fuse_fd is None:  # a helper's mount (/dev/fd/N) is already at the path
             _clear_stale(path, Path(config.home))
-        if config.fuse_fd is None:
             mountpoint.check_target(path, allow_nonempty=config.allow_nonempty)
         daemon = Daemon(config)
         signals.mounting = True  # from here a signal is acted on once the loop runs
