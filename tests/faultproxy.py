@@ -27,6 +27,7 @@ class Counters:
     response_bytes: int = 0
     body_bytes: int = 0
     ranged_requests: int = 0
+    request_lines: list[bytes] = field(default_factory=list)
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes, bytes] | None:
@@ -116,6 +117,7 @@ class FaultProxy:
     def _pick(self, request_line: bytes) -> str | None:
         with self._lock:
             self.counters.requests += 1
+            self.counters.request_lines.append(request_line)
             if self.rate <= 0 or not self.only(request_line) or self._rnd.random() >= self.rate:
                 return None
             kind = self._rnd.choice(self.kinds)

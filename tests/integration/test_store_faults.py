@@ -145,3 +145,34 @@ def test_store_error_is_one_line_without_credentials(
     assert "\n" not in message
     assert "s3cr3t" not in message
     ws.close()
+
+
+def test_an_interrupted_upload_resumes_without_sending_stored_chunks_again(
+    tmp_path: Path, bucket: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSMOUNT_RETRIES", "1")
+    src = _source(tmp_path)
+    a = _ws(tmp_path, "a", bucket, proxy)
+    ds = Dataset.create("resume", "p", chunk_size="300K", workspace=a)
+    ds.add_files(src)
+    proxy.only = lambda line: b"chunk-0003" in line and line.startswith(b"PUT")
+    proxy.set_faults(1.0, ("503",))
+    with pytest.raises(StoreUnavailableError):
+        ds.close(show_progress=False)
+    draft = a.catalogue.draft(ds.id)
+    assert draft is not None
+    stored = {c.key.rsplit("/", 1)[-1] for c in draft.chunks}
+    assert len(stored) >= 2  # chunks before the failing one are recorded
+    proxy.set_faults(0.0)
+    proxy.reset_counters()
+    ds.close(show_progress=False)
+    sent = {
+        line.split(b" ")[1].split(b"?")[0].rsplit(b"/", 1)[-1].decode()
+        for line in proxy.counters.request_lines
+        if line.startswith(b"PUT") and b"/chunk-" in line
+    }
+    assert sent  # the rest was uploaded
+    assert not sent & stored  # and nothing already stored went again
+    manifest = a.manifest(ds.id)
+    assert {c.key.rsplit("/", 1)[-1] for c in manifest.chunks} == stored | sent
+    a.close()
