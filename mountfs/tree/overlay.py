@@ -1,0 +1,812 @@
+"""The writable layer of a mount: an upper tree on local disk over a version's read-only tree.
+
+Layout of the overlay folder: ``overlay.db`` (SQLite, WAL, synchronous=FULL) holds one row
+per upper path in ``nodes``; ``upper/<id>`` holds the bytes of a row whose data is local.
+Data files are named by the row's id, never by path, so a rename is one UPDATE and never
+moves bytes; ids come from AUTOINCREMENT and are never reused, so a data file left by a
+crash can never be taken for a later row's.
+
+Rows (``overlay_store.Row``): a FILE or LINK row holds its bytes in ``upper/<id>`` or
+*references* lower bytes (sha256 + Location, and the lower path they came from); a DIR row
+is *opaque* when nothing of the lower below it shows through; a WHITEOUT row hides the
+lower path and everything below it. The merged view of a path: the closest row on the way
+down decides (a whiteout or non-folder above hides it, an opaque folder above hides the
+lower but not rows); with no row at the path, the lower shows unless hidden.
+
+Invariants (every operation keeps them, in one transaction):
+- a row's parent is a folder of the merged view; no row lies below a whiteout or a non-folder;
+- a whiteout is recorded only where the lower shows something, and only rows make
+  changes: ``rm -r`` of a folder of N lower files deletes the upper rows below it and adds
+  exactly one whiteout;
+- a renamed folder is *materialised*: in the rename's transaction the lower paths that
+  showed under it become reference rows (no bytes copied), its upper rows are re-keyed, the
+  new folder is opaque and the old path gets one whiteout. It costs one row per moved lower
+  file, once, and keeps every lookup a single indexed query (no redirect chains);
+- renamed or copied lower files stay references, so commit stores them without upload.
+
+Write order and crash safety (kill -9 at any point gives the old or the new state of the
+operation in flight, and everything acknowledged before it):
+- metadata operations are one SQLite transaction each (WAL, synchronous=FULL);
+- copy-up streams the lower bytes into ``upper/.tmp-*`` in blocks, fsyncs it, then in
+  one transaction records the row and renames the file to ``upper/<id>`` (and fsyncs
+  ``upper/``) before COMMIT. A crash before COMMIT leaves a temp or unrecorded file,
+  removed by the next open, and the old row;
+- writes go straight to the data file (its size and mtime are the truth the view shows:
+  the page cache survives kill -9); ``sync`` fsyncs the data and then records size and
+  mtime, so an fsync'd or closed file survives power loss too;
+- a removal deletes rows first and data files after COMMIT; a crash between leaves
+  unrecorded files, removed by the next open;
+- ``clear`` is one transaction (all rows go, the pinned lower version changes), then the
+  data files are removed: a crash leaves the old overlay or an empty one on the new version.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mountfs.errors import IntegrityError
+from mountfs.snapshot.entries import FILE, SYMLINK, Entry, is_under
+from mountfs.tree import overlay_changes
+from mountfs.tree.index import DIR, DIR_MODE, TreeIndex
+from mountfs.tree.overlay_changes import Change
+from mountfs.tree.overlay_store import (
+    COLUMNS,
+    SCHEMA,
+    WHITEOUT,
+    IndexLower,
+    LowerTree,
+    Row,
+    ancestors,
+    fail,
+    insert,
+    join,
+    parent_of,
+    ref_row,
+    row_from,
+)
+
+FORMAT = "dsmount.overlay/1"
+DB_NAME = "overlay.db"
+UPPER = "upper"
+BLOCK = 1 << 20
+"""Copy-up and hashing move this much at a time: memory stays flat whatever the file size."""
+
+_HASH_INSERT = "INSERT OR REPLACE INTO hashes(id, size, mtime_ns, ctime_ns, sha256) VALUES (?, ?, ?, ?, ?)"
+
+Reader = Callable[[int, int], bytes]
+"""read(offset, size) of the lower bytes being copied up; may return fewer bytes, never more."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A path of the merged view, with what the FUSE layer needs to answer and read it."""
+
+    path: str
+    kind: str
+    """DIR, FILE, LINK or SYMLINK."""
+    size: int
+    mode: int
+    """Permission bits only."""
+    mtime_ns: int
+    target: str = ""
+    id: int = 0
+    """The upper row's id (stable across renames); 0 for a path served by the lower alone."""
+    data: Path | None = None
+    """The upper data file holding the bytes; None when the bytes are the lower's (``entry``)."""
+    entry: Entry | None = None
+    """For a FILE or LINK without ``data``: the lower bytes to read (its ``loc``), under this path."""
+    ref_path: str = ""
+    """For a reference: the lower path the bytes were first seen at."""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIR
+
+
+@dataclass(slots=True)
+class _At:
+    """Everything the rules need about one path, from one query of its rows and the lower."""
+
+    path: str
+    row: Row | None
+    """The upper row at the path, whiteouts included."""
+    dead: bool
+    """An ancestor is a whiteout or not a folder: nothing can exist here."""
+    under: Entry | None
+    """The lower entry at the path, when the lower shows at this depth (whatever the row at the path is)."""
+    under_dir: int | None
+    """The lower folder's mtime at the path, under the same condition."""
+
+    @property
+    def lower_shows(self) -> bool:
+        return self.under is not None or self.under_dir is not None
+
+
+class Overlay:
+    """The upper layer of one writable mount; thread-safe (one lock around the database)."""
+
+    def __init__(self, folder: Path, lower: LowerTree, conn: sqlite3.Connection) -> None:
+        self.folder = folder
+        self.upper = folder / UPPER
+        self.lower = lower
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path, lower: LowerTree | TreeIndex) -> Overlay:
+        """Open (or create) the overlay in ``folder`` over ``lower``.
+
+        The overlay records the version it sits on: opening a non-empty overlay over another
+        version is refused (its whiteouts and references only mean something over their own
+        lower). Leftovers of a crash (temp files, data files no row owns) are removed here.
+        """
+        folder = Path(folder)
+        lower_tree: LowerTree = IndexLower(lower) if isinstance(lower, TreeIndex) else lower
+        (folder / UPPER).mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(folder / DB_NAME, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+            ov = cls(folder, lower_tree, conn)
+            with ov._tx():
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("format", FORMAT) != FORMAT:
+                    raise IntegrityError(
+                        f"overlay {folder} has format {meta['format']!r}, expected {FORMAT!r}"
+                    )
+                pinned = meta.get("lower_version")
+                busy = conn.execute("SELECT 1 FROM nodes LIMIT 1").fetchone() is not None
+                if pinned is not None and pinned != lower_tree.version and busy:
+                    raise IntegrityError(
+                        f"overlay {folder} holds changes to version {pinned}, not {lower_tree.version}"
+                    )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                    [("format", FORMAT), ("lower_version", lower_tree.version)],
+                )
+            ov._remove_orphans()
+        except BaseException:
+            conn.close()
+            raise
+        return ov
+
+    @staticmethod
+    def pinned_version(folder: Path) -> str | None:
+        """The version an existing overlay sits on (after a commit: the child), None if there is none."""
+        db = Path(folder) / DB_NAME
+        if not db.is_file():
+            return None
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'lower_version'").fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            conn.close()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Overlay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _remove_orphans(self) -> None:
+        with self._lock:
+            owned = {str(r[0]) for r in self._conn.execute("SELECT id FROM nodes WHERE data = 1")}
+        for name in os.listdir(self.upper):
+            if name not in owned:
+                with suppress(FileNotFoundError):
+                    os.unlink(self.upper / name)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, under the lock; IMMEDIATE, so it never fails half-way upgrading a lock."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def data_path(self, rid: int) -> Path:
+        return self.upper / str(rid)
+
+    def _rows_at(self, paths: list[str]) -> dict[str, Row]:
+        marks = ", ".join("?" * len(paths))
+        with self._lock:
+            cur = self._conn.execute(f"SELECT {COLUMNS} FROM nodes WHERE path IN ({marks})", paths)
+            return {r.path: r for r in map(row_from, cur)}
+
+    def _rows_below(self, path: str) -> list[Row]:
+        """Rows strictly below folder ``path``, in path order."""
+        with self._lock:
+            if path == "":
+                cur = self._conn.execute(f"SELECT {COLUMNS} FROM nodes WHERE path != '' ORDER BY path")
+            else:
+                cur = self._conn.execute(
+                    f"SELECT {COLUMNS} FROM nodes WHERE path >= ? AND path < ? ORDER BY path",
+                    (path + "/", path + "0"),  # '0' follows '/': exactly the paths below
+                )
+            return [row_from(r) for r in cur]
+
+    def _row_by_id(self, rid: int) -> Row | None:
+        with self._lock:
+            found = self._conn.execute(f"SELECT {COLUMNS} FROM nodes WHERE id = ?", (rid,)).fetchone()
+        return None if found is None else row_from(found)
+
+    def _at(self, path: str, *, lower: bool = True) -> _At:
+        chain = ancestors(path)
+        rows = self._rows_at([*chain, path])
+        dead = hidden = False
+        for folder in chain:
+            r = rows.get(folder)
+            if r is None:
+                continue
+            if r.kind != DIR:
+                dead = True
+                break
+            if r.opaque:
+                hidden = True
+        at = _At(path, rows.get(path), dead, None, None)
+        if dead or hidden or (not lower and at.row is not None):
+            return at
+        at.under = self.lower.get(path)
+        if at.under is None:
+            at.under_dir = self.lower.folder(path)
+        return at
+
+    def _node_of(self, at: _At) -> Node | None:
+        r = at.row
+        if at.dead:
+            return None
+        if r is not None:
+            return None if r.kind == WHITEOUT else self._row_node(r)
+        if at.under is not None:
+            e = at.under
+            return Node(
+                e.path, e.kind, e.size, e.mode, e.mtime_ns, e.target, entry=None if e.kind == SYMLINK else e
+            )
+        if at.under_dir is not None or at.path == "":
+            return Node(at.path, DIR, 0, DIR_MODE, at.under_dir or 0)
+        return None
+
+    def _row_node(self, r: Row) -> Node:
+        if r.kind == DIR:
+            return Node(r.path, DIR, 0, r.mode, r.mtime_ns, id=r.id)
+        if r.kind == SYMLINK:
+            return Node(r.path, SYMLINK, r.size, r.mode, r.mtime_ns, r.target, id=r.id)
+        if r.data:
+            data = self.data_path(r.id)
+            try:
+                st = os.stat(data)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except FileNotFoundError:  # only after power loss before the bytes were ever synced
+                size, mtime = 0, r.mtime_ns
+            return Node(r.path, FILE, size, r.mode, mtime, id=r.id, data=data)
+        return Node(r.path, r.kind, r.size, r.mode, r.mtime_ns, r.target, r.id, None, r.entry(), r.ref_path)
+
+    def _parent_folder(self, path: str) -> None:
+        """Raise what POSIX raises when ``path``'s parent is not a folder: ENOTDIR if something on
+        the way is a non-folder, ENOENT if something is missing."""
+        parent = self.lookup(parent_of(path))
+        if parent is not None and parent.is_dir:
+            return
+        for folder in [*ancestors(path)[1:], parent_of(path)]:
+            node = self.lookup(folder)
+            if node is None:
+                fail(errno.ENOENT, path)
+            if not node.is_dir:
+                fail(errno.ENOTDIR, path)
+        fail(errno.ENOENT, path)
+
+    def _existing(self, path: str) -> tuple[_At, Node]:
+        at = self._at(path)
+        node = self._node_of(at)
+        if node is None:
+            self._parent_folder(path)
+            fail(errno.ENOENT, path)
+        return at, node
+
+    def _drop_data(self, ids: list[int]) -> None:
+        for rid in ids:
+            with suppress(FileNotFoundError):
+                os.unlink(self.data_path(rid))
+
+    def _delete_tree_rows(self, conn: sqlite3.Connection, path: str) -> list[int]:
+        """Delete the row at ``path`` and every row below it; return the ids whose data files to drop."""
+        where = "(path = ? OR (path >= ? AND path < ?))"
+        params = (path, path + "/", path + "0")
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM nodes WHERE data = 1 AND {where}", params)]
+        conn.execute(f"DELETE FROM nodes WHERE {where}", params)
+        return ids
+
+    def _sync_upper_dir(self) -> None:
+        fd = os.open(self.upper, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- the merged view -----------------------------------------------------------------------
+
+    def lookup(self, path: str) -> Node | None:
+        return self._node_of(self._at(path, lower=False))
+
+    def getattr(self, path: str) -> Node:
+        return self._existing(path)[1]
+
+    def node(self, rid: int) -> Node | None:
+        """The merged node of upper row ``rid`` (an open file's handle keeps its id across renames)."""
+        r = self._row_by_id(rid)
+        return None if r is None or r.kind == WHITEOUT else self._row_node(r)
+
+    def readlink(self, path: str) -> str:
+        node = self.getattr(path)
+        if node.kind != SYMLINK:
+            fail(errno.EINVAL, path)
+        return node.target
+
+    def listdir(self, path: str, after: str = "", limit: int = 0) -> list[Node]:
+        """Children of folder ``path`` named after ``after``, by name (at most ``limit`` if set).
+
+        Two sorted streams merged (the lower's children and the upper rows), so paging
+        through a huge folder stays linear.
+        """
+        at, node = self._existing(path)
+        if not node.is_dir:
+            fail(errno.ENOTDIR, path)
+        lower_shows = (at.under_dir is not None or path == "") and not (at.row is not None and at.row.opaque)
+        with self._lock:
+            cur = self._conn.execute(
+                f"SELECT {COLUMNS} FROM nodes WHERE parent = ? AND path > ? ORDER BY path",
+                (path, join(path, after) if after else ""),
+            )
+            upper = [row_from(r) for r in cur if r[1] != ""]
+        lower_iter = self.lower.list_dir(path, after) if lower_shows else iter(())
+        out: list[Node] = []
+        ui = 0
+        nxt = next(lower_iter, None)
+        while limit == 0 or len(out) < limit:
+            urow = upper[ui] if ui < len(upper) else None
+            uname = urow.path.rpartition("/")[2] if urow is not None else None
+            lname = nxt[0] if nxt is not None else None
+            if urow is None and nxt is None:
+                break
+            if urow is not None and (lname is None or (uname is not None and uname <= lname)):
+                ui += 1
+                if lname == uname:
+                    nxt = next(lower_iter, None)
+                if urow.kind != WHITEOUT:
+                    out.append(self._row_node(urow))
+                continue
+            assert nxt is not None
+            name, e, mtime = nxt
+            child = join(path, name)
+            if e is None:
+                out.append(Node(child, DIR, 0, DIR_MODE, mtime))
+            else:
+                out.append(
+                    Node(
+                        child,
+                        e.kind,
+                        e.size,
+                        e.mode,
+                        e.mtime_ns,
+                        e.target,
+                        entry=e if e.kind != SYMLINK else None,
+                    )
+                )
+            nxt = next(lower_iter, None)
+        return out
+
+    # -- creating ------------------------------------------------------------------------------
+
+    def _new_path(self, path: str) -> _At:
+        if path == "":
+            fail(errno.EEXIST, path)
+        self._parent_folder(path)
+        at = self._at(path)
+        if self._node_of(at) is not None:
+            fail(errno.EEXIST, path)
+        return at
+
+    def _put_new(self, at: _At, row: Row) -> int:
+        with self._tx() as conn:
+            if at.row is not None:  # a whiteout
+                conn.execute("DELETE FROM nodes WHERE id = ?", (at.row.id,))
+            rid = insert(conn, row)
+            if row.data:
+                fd = os.open(self.data_path(rid), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.utime(fd, ns=(row.mtime_ns, row.mtime_ns))
+                finally:
+                    os.close(fd)
+        return rid
+
+    def create(self, path: str, mode: int = 0o644, mtime_ns: int | None = None) -> Node:
+        """A new empty regular file whose bytes are local from the start (``Node.data``)."""
+        at = self._new_path(path)
+        now = time.time_ns() if mtime_ns is None else mtime_ns
+        rid = self._put_new(at, Row(0, path, FILE, mode & 0o7777, now, 0, data=True))
+        return self._row_node(Row(rid, path, FILE, mode & 0o7777, now, 0, data=True))
+
+    def mkdir(self, path: str, mode: int = DIR_MODE, mtime_ns: int | None = None) -> Node:
+        """A new folder; opaque when it takes the place of something the lower still has."""
+        at = self._new_path(path)
+        now = time.time_ns() if mtime_ns is None else mtime_ns
+        row = Row(0, path, DIR, mode & 0o7777, now, 0, opaque=at.lower_shows)
+        rid = self._put_new(at, row)
+        return Node(path, DIR, 0, row.mode, now, id=rid)
+
+    def symlink(self, path: str, target: str, mtime_ns: int | None = None) -> Node:
+        at = self._new_path(path)
+        now = time.time_ns() if mtime_ns is None else mtime_ns
+        size = len(target.encode())
+        rid = self._put_new(at, Row(0, path, SYMLINK, 0o777, now, size, target))
+        return Node(path, SYMLINK, size, 0o777, now, target, rid)
+
+    # -- removing ------------------------------------------------------------------------------
+
+    def _remove(self, at: _At) -> None:
+        with self._tx() as conn:
+            dropped = self._delete_tree_rows(conn, at.path)
+            if at.lower_shows:
+                insert(conn, Row(0, at.path, WHITEOUT, 0, 0, 0))
+        self._drop_data(dropped)
+
+    def unlink(self, path: str) -> None:
+        at, node = self._existing(path)
+        if node.is_dir:
+            fail(errno.EISDIR, path)
+        self._remove(at)
+
+    def rmdir(self, path: str) -> None:
+        at, node = self._existing(path)
+        if not node.is_dir:
+            fail(errno.ENOTDIR, path)
+        if path == "":
+            fail(errno.EBUSY, path)
+        if self.listdir(path, limit=1):
+            fail(errno.ENOTEMPTY, path)
+        self._remove(at)
+
+    def remove_tree(self, path: str) -> None:
+        """``rm -r``: the path and everything below it, recorded as one whiteout (or none, when
+        the lower never had it), whatever the number of files."""
+        at, _ = self._existing(path)
+        if path == "":
+            fail(errno.EBUSY, path)
+        self._remove(at)
+
+    # -- renaming ------------------------------------------------------------------------------
+
+    def rename(self, old: str, new: str, *, replace: bool = True) -> None:
+        """POSIX rename(2) (``replace=False``: RENAME_NOREPLACE), one transaction whatever it moves."""
+        if old == "" or new == "":
+            fail(errno.EBUSY, old or new)
+        src_at, src = self._existing(old)
+        self._parent_folder(new)
+        if old == new:
+            return
+        if src.is_dir and is_under(new, old):
+            fail(errno.EINVAL, new)
+        dst_at = self._at(new)
+        dst = self._node_of(dst_at)
+        if dst is not None:
+            if not replace:
+                fail(errno.EEXIST, new)
+            if src.is_dir and not dst.is_dir:
+                fail(errno.ENOTDIR, new)
+            if not src.is_dir and dst.is_dir:
+                fail(errno.EISDIR, new)
+            if dst.is_dir and self.listdir(new, limit=1):
+                fail(errno.ENOTEMPTY, new)
+        with self._tx() as conn:
+            dropped = self._delete_tree_rows(conn, new)
+            if src.is_dir:
+                self._move_dir(conn, src_at, src, new)
+            elif src_at.row is not None:
+                self._move_row(conn, src_at.row, new)
+            else:
+                assert src_at.under is not None
+                insert(conn, ref_row(new, src_at.under, old))
+            if src_at.lower_shows:
+                insert(conn, Row(0, old, WHITEOUT, 0, 0, 0))
+        self._drop_data(dropped)
+
+    @staticmethod
+    def _move_row(conn: sqlite3.Connection, r: Row, new: str, *, opaque: bool | None = None) -> None:
+        conn.execute(
+            "UPDATE nodes SET path = ?, parent = ?, opaque = COALESCE(?, opaque) WHERE id = ?",
+            (new, parent_of(new), opaque, r.id),
+        )
+
+    def _move_dir(self, conn: sqlite3.Connection, at: _At, src: Node, new: str) -> None:
+        """Move folder ``at.path`` to ``new``: materialise the lower paths that show under it as
+        rows (references, no bytes), re-key its rows, make ``new`` opaque."""
+        old = at.path
+        below = {r.path: r for r in self._rows_below(old)}
+        lower_shows = at.under_dir is not None and not (at.row is not None and at.row.opaque)
+        cut = len(old)
+
+        def hidden(path: str) -> bool:
+            """A row strictly between ``old`` and ``path`` hides the lower at ``path``."""
+            for folder in ancestors(path)[old.count("/") + 2 :]:
+                r = below.get(folder)
+                if r is not None and (r.kind != DIR or r.opaque):
+                    return True
+            return False
+
+        materialised: list[Row] = []
+        if lower_shows:
+            made: set[str] = set()
+            for e in self.lower.iter_entries(old):
+                for folder in ancestors(e.path)[old.count("/") + 2 :]:
+                    if folder in made or folder in below or hidden(folder):
+                        continue
+                    made.add(folder)
+                    mtime = self.lower.folder(folder) or 0
+                    materialised.append(Row(0, new + folder[cut:], DIR, DIR_MODE, mtime, 0))
+                if e.path not in below and not hidden(e.path):
+                    materialised.append(ref_row(new + e.path[cut:], e, e.path))
+        lo, hi = old + "/", old + "0"
+        conn.execute("DELETE FROM nodes WHERE kind = ? AND path >= ? AND path < ?", (WHITEOUT, lo, hi))
+        conn.execute(
+            "UPDATE nodes SET path = ? || substr(path, ?), parent = ? || substr(parent, ?) "
+            "WHERE path >= ? AND path < ?",
+            (new, cut + 1, new, cut + 1, lo, hi),
+        )
+        if at.row is not None:
+            self._move_row(conn, at.row, new, opaque=True)
+        else:
+            insert(conn, Row(0, new, DIR, src.mode, src.mtime_ns, 0, opaque=True))
+        for r in materialised:
+            insert(conn, r)
+
+    # -- attributes and bytes ------------------------------------------------------------------
+
+    def setattr(self, path: str, *, mode: int | None = None, mtime_ns: int | None = None) -> Node:
+        """chmod and utimens. On a lower path this records metadata only: the bytes stay a reference."""
+        at, node = self._existing(path)
+        new_mode = node.mode if mode is None else mode & 0o7777
+        new_mtime = node.mtime_ns if mtime_ns is None else mtime_ns
+        with self._tx() as conn:
+            r = at.row
+            if r is not None:
+                conn.execute(
+                    "UPDATE nodes SET mode = ?, mtime_ns = ? WHERE id = ?", (new_mode, new_mtime, r.id)
+                )
+                if r.data and mtime_ns is not None:
+                    with suppress(FileNotFoundError):
+                        os.utime(self.data_path(r.id), ns=(mtime_ns, mtime_ns))
+            elif at.under is not None:
+                e = at.under
+                insert(conn, replace(ref_row(path, e, path), mode=new_mode, mtime_ns=new_mtime))
+            else:
+                insert(conn, Row(0, path, DIR, new_mode, new_mtime, 0))
+        found = self.lookup(path)
+        assert found is not None
+        return found
+
+    def copy_up(self, path: str, read: Reader, *, limit: int | None = None) -> Node:
+        """Give the file at ``path`` local bytes, streamed from ``read`` (the lower's bytes of
+        ``lookup(path).entry``) a block at a time; only the first ``limit`` bytes when set (a
+        truncate needs no more). Nothing changes until the final transaction."""
+        while True:
+            before = self.getattr(path)
+            if before.is_dir:
+                fail(errno.EISDIR, path)
+            if before.kind == SYMLINK:
+                fail(errno.EINVAL, path)
+            if before.data is not None:
+                return before
+            n = before.size if limit is None else min(limit, before.size)
+            tmp = self.upper / f".tmp-{uuid.uuid4().hex}"
+            digest = hashlib.sha256()
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    offset = 0
+                    while offset < n:
+                        block = read(offset, min(BLOCK, n - offset))
+                        if not block:
+                            fail(errno.EIO, path)
+                        block = block[: n - offset]
+                        os.pwrite(fd, block, offset)
+                        digest.update(block)
+                        offset += len(block)
+                    os.utime(fd, ns=(before.mtime_ns, before.mtime_ns))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                with self._tx() as conn:
+                    at = self._at(path)
+                    if self._node_of(at) != before:
+                        raise _Retry
+                    if at.row is not None:
+                        rid = at.row.id
+                        conn.execute(
+                            "UPDATE nodes SET kind = ?, data = 1, size = ?, target = '', ref_path = '', "
+                            "sha256 = '', loc_version = NULL, blocks = NULL WHERE id = ?",
+                            (FILE, n, rid),
+                        )
+                    else:
+                        rid = insert(conn, Row(0, path, FILE, before.mode, before.mtime_ns, n, data=True))
+                    os.replace(tmp, self.data_path(rid))
+                    self._sync_upper_dir()
+                    self._cache_hash(conn, rid, digest.hexdigest())
+            except _Retry:
+                continue
+            finally:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            found = self.node(rid)
+            assert found is not None
+            return found
+
+    def truncate(self, path: str, size: int, read: Reader | None = None) -> Node:
+        """truncate/extend; a lower file is copied up first, but only the bytes that survive."""
+        node = self.getattr(path)
+        if node.is_dir:
+            fail(errno.EISDIR, path)
+        if node.kind == SYMLINK:
+            fail(errno.EINVAL, path)
+        if size < 0:
+            fail(errno.EINVAL, path)
+        if node.data is None:
+            if read is None and min(size, node.size) > 0:
+                raise ValueError("truncating a lower file to a non-zero size needs a reader")
+            node = self.copy_up(path, read or _no_read, limit=size)
+        assert node.data is not None
+        os.truncate(node.data, size)
+        self._record(node.id)
+        found = self.node(node.id)
+        assert found is not None
+        return found
+
+    def write(self, path: str, offset: int, data: bytes, read: Reader | None = None) -> int:
+        """pwrite through the overlay (copying up first); the FUSE layer may instead write to
+        ``Node.data`` itself. Durable once ``sync`` returns."""
+        node = self.getattr(path)
+        if node.is_dir:
+            fail(errno.EISDIR, path)
+        if node.data is None:
+            if read is None and node.size > 0:
+                raise ValueError("writing to a lower file needs a reader for its copy-up")
+            node = self.copy_up(path, read or _no_read)
+        assert node.data is not None
+        fd = os.open(node.data, os.O_WRONLY)
+        try:
+            return os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+
+    def sync(self, target: str | int, fd: int | None = None) -> None:
+        """fsync: the data file (``fd`` if the caller holds one), then its size and mtime in one
+        transaction. A target that is gone (unlinked while open) only has its data synced."""
+        r = self._row_by_id(target) if isinstance(target, int) else self._at(target, lower=False).row
+        if fd is not None:
+            os.fsync(fd)
+        if r is None or not r.data:
+            return
+        if fd is None:
+            with suppress(FileNotFoundError):
+                own = os.open(self.data_path(r.id), os.O_RDONLY)
+                try:
+                    os.fsync(own)
+                finally:
+                    os.close(own)
+        self._sync_upper_dir()
+        self._record(r.id)
+
+    def _record(self, rid: int) -> None:
+        try:
+            st = os.stat(self.data_path(rid))
+        except FileNotFoundError:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE nodes SET size = ?, mtime_ns = ? WHERE id = ? AND data = 1",
+                (st.st_size, st.st_mtime_ns, rid),
+            )
+            conn.execute("DELETE FROM hashes WHERE id = ?", (rid,))
+
+    # -- hashing -------------------------------------------------------------------------------
+
+    def _cache_hash(self, conn: sqlite3.Connection, rid: int, sha: str) -> None:
+        st = os.stat(self.data_path(rid))
+        conn.execute(
+            _HASH_INSERT,
+            (rid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha),
+        )
+
+    def sha256_of(self, rid: int) -> str:
+        """SHA-256 of data file ``rid``, streamed, cached per version of the file (its size, mtime
+        and ctime; ``sync`` and ``truncate`` drop the entry)."""
+        data = self.data_path(rid)
+        st = os.stat(data)
+        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT size, mtime_ns, ctime_ns, sha256 FROM hashes WHERE id = ?", (rid,)
+            ).fetchone()
+        if found is not None and tuple(found[:3]) == key:
+            return str(found[3])
+        digest = hashlib.sha256()
+        with open(data, "rb") as f:
+            while block := f.read(BLOCK):
+                digest.update(block)
+        sha = digest.hexdigest()
+        after = os.stat(data)
+        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key:
+            with self._tx() as conn:
+                if conn.execute("SELECT 1 FROM nodes WHERE id = ? AND data = 1", (rid,)).fetchone():
+                    conn.execute(
+                        _HASH_INSERT,
+                        (rid, *key, sha),
+                    )
+        return sha
+
+    # -- the change set ------------------------------------------------------------------------
+
+    def rows(self) -> list[Row]:
+        """Every upper row, in path order."""
+        return [*self._rows_at([""]).values(), *self._rows_below("")]
+
+    def changes(self, *, hash: bool = False) -> list[Change]:
+        """Pending changes for ``dsmount diff`` (see ``overlay_changes.changes``)."""
+        return overlay_changes.changes(self, hash=hash)
+
+    def commit_entries(self) -> list[tuple[Entry, str]]:
+        """Commit's input: ``(entry, source)`` rows for a draft (see ``overlay_changes.commit_entries``)."""
+        return overlay_changes.commit_entries(self)
+
+    def is_empty(self) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM nodes LIMIT 1").fetchone() is None
+
+    def clear(self, lower: LowerTree | TreeIndex | None = None) -> None:
+        """Forget every change, in one transaction, and sit on ``lower`` from now on (after a commit:
+        the child version, recorded in the same transaction, so a crash leaves the old overlay on
+        the old version or an empty one on the child)."""
+        new_lower: LowerTree = (
+            self.lower if lower is None else IndexLower(lower) if isinstance(lower, TreeIndex) else lower
+        )
+        with self._tx() as conn:
+            conn.execute("DELETE FROM nodes")
+            conn.execute("DELETE FROM hashes")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('lower_version', ?)", (new_lower.version,)
+            )
+            self.lower = new_lower
+        self._remove_orphans()
+
+
+class _Retry(Exception):
+    """The path changed while its copy-up was streaming: start again from its new state."""
+
+
+def _no_read(offset: int, size: int) -> bytes:
+    raise AssertionError("no bytes should be read")
