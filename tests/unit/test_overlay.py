@@ -113,6 +113,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
     e.index.close()
 
 
+def lower_entry(index: TreeIndex, path: str) -> Entry:
+    e = index.get(path)
+    assert e is not None
+    return e
+
+
 def names(ov: Overlay, path: str = "") -> list[str]:
     return [n.path.rpartition("/")[2] for n in ov.listdir(path)]
 
@@ -378,7 +384,7 @@ def test_rename_lower_file_is_a_reference_and_a_whiteout(env: Env) -> None:
     assert env.ov.changes() == [Change(RENAMED, "moved.txt", FILE, 3, sha(b"eee"), "a/e.txt")]
     [(tomb, src1), (ref, src2)] = env.ov.commit_entries()
     assert (tomb, src1) == (Entry("a/e.txt", TOMBSTONE), "")
-    assert ref.loc == env.index.get("a/e.txt").loc  # type: ignore[union-attr]
+    assert ref.loc == lower_entry(env.index, "a/e.txt").loc
     assert (ref.path, ref.kind, ref.sha256, src2) == ("moved.txt", FILE, sha(b"eee"), "")
 
 
@@ -548,7 +554,7 @@ def test_chmod_and_utimens_of_a_lower_file_copy_nothing(env: Env) -> None:
     node = env.ov.setattr("a/e.txt", mode=0o600, mtime_ns=123)
     assert (node.mode, node.mtime_ns, node.data) == (0o600, 123, None)
     assert node.entry is not None
-    assert node.entry.loc == env.index.get("a/e.txt").loc
+    assert node.entry.loc == lower_entry(env.index, "a/e.txt").loc
     assert os.listdir(env.ov.upper) == []
     assert env.ov.changes() == [Change(MODIFIED, "a/e.txt", FILE, 3, sha(b"eee"))]
     [(entry, src)] = env.ov.commit_entries()
@@ -583,7 +589,7 @@ def test_copy_up_streams_in_blocks(tmp_path: Path) -> None:
         assert sum(log) == len(big)
         assert node.data is not None
         assert node.data.read_bytes() == big
-        assert node.mtime_ns == e.index.get("big.bin").mtime_ns  # type: ignore[union-attr]
+        assert node.mtime_ns == lower_entry(e.index, "big.bin").mtime_ns
         assert e.ov.copy_up("big.bin", e.reader("big.bin.orig", log)) == node  # already up: nothing read
         assert len(log) == 4
         assert e.ov.changes() == []  # the same bytes: the hash was taken while copying
