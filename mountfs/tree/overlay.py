@@ -506,12 +506,16 @@ class Overlay:
         """POSIX rename(2) (``replace=False``: RENAME_NOREPLACE), one transaction whatever it moves."""
         if old == "" or new == "":
             fail(errno.EBUSY, old or new)
-        src_at, src = self._existing(old)
+        self._parent_folder(old)  # Linux resolves both parents before looking at the source
         self._parent_folder(new)
+        src_at, src = self._existing(old)
         if old == new:
             return
-        if src.is_dir and is_under(new, old):
+        # Linux checks ancestry before kinds: into its own subtree is EINVAL, onto an ancestor ENOTEMPTY.
+        if is_under(new, old):
             fail(errno.EINVAL, new)
+        if is_under(old, new):
+            fail(errno.ENOTEMPTY, new)
         dst_at = self._at(new)
         dst = self._node_of(dst_at)
         if dst is not None:
