@@ -23,7 +23,7 @@ from typing import Any
 from mountfs.daemon import control, mountpoint, state
 from mountfs.daemon.logs import fields
 
-from mountfs.errors import MountError
+from mountfs.errors import MountError, UsageError
 
 log = logging.getLogger("dsmount.daemon")
 
@@ -101,7 +101,14 @@ def start(config: Any, *, timeout: float = START_TIMEOUT) -> subprocess.Popen[by
         os.close(write_fd)
         write_fd = -1
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps(config.to_json()).encode())
+        try:
+            payload = json.dumps(config.to_json()).encode()
+        except TypeError as exc:
+            proc.kill()
+            proc.wait()
+            msg = f"storage options must be plain JSON values to mount in the background: {exc}"
+            raise UsageError(msg) from None
+        proc.stdin.write(payload)
         proc.stdin.close()
         message = _read_line(read_fd, timeout)
     finally:

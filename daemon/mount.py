@@ -95,6 +95,7 @@ def config_for(
         version=version_id,
         store=ws.store.url,
         home=str(ws.settings.home),
+        storage_options=dict(ws.storage_options),
         cache_size=ws.settings.cache_size,
         label=label or f"{m.project}/{m.name}@{m.version}",
         allow_other=allow_other,

@@ -67,6 +67,9 @@ class MountConfig:
     debug: bool = False
     fuse_fd: int | None = None
     """A /dev/fuse descriptor a helper opened and mounted at ``mountpoint``: serve it, mount nothing."""
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    """fsspec options given to the Workspace in Python; handed over the stdin pipe, never written
+    or logged (they may hold credentials)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +117,12 @@ class Daemon:
 
     def __init__(self, config: MountConfig) -> None:
         self.config = config
-        self.ws = Workspace(config.store, home=config.home, cache_size=config.cache_size)
+        self.ws = Workspace(
+            config.store,
+            home=config.home,
+            cache_size=config.cache_size,
+            storage_options=config.storage_options or None,
+        )
         self.index = self.ws.tree(config.version)
         self.read_stats = ReadStats()
         self.reader = ContentReader(self.ws, self.read_stats, index=self.index)

@@ -13,6 +13,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from mountfs import Dataset, Workspace
 from tests.conftest import Dsm
 from tests.emulators import Emulator, Emulators, clear_fsspec_caches, wanted
 from tests.integration.api_fixtures import tree_state
@@ -104,3 +105,21 @@ def test_mount_reads_lazily_from_a_cloud_store(
     assert tree_state(mnt) == tree_state(tmp_path / "copy")
     dsm("unmount", mnt)
     assert not mounted(mnt)
+
+
+@pytest.mark.uses_fuse
+def test_python_mount_with_explicit_storage_options(
+    emulators: Emulators, tmp_path: Path, new_mountpoint: NewMountpoint
+) -> None:
+    """Options given to the Workspace (not the environment) reach the mount's daemon."""
+    em = emulators.get("s3" if "s3" in BACKENDS else BACKENDS[0])
+    assert not any(k in os.environ for k in em.env)
+    ws = Workspace(f"{em.new_bucket()}/py", home=tmp_path / "home", storage_options=em.options())
+    files = w1_like(tmp_path / "src")
+    ds = Dataset.create("d", "p", workspace=ws)
+    ds.add_files(tmp_path / "src")
+    ds.close(show_progress=False)
+    with ds.mount(new_mountpoint()) as m:
+        assert Path(m.path, "tables/labels.csv").read_bytes() == files["tables/labels.csv"]
+        assert m.stats()["reads"]["store_bytes"] > 0
+    ws.close()
