@@ -43,6 +43,7 @@ operation in flight, and everything acknowledged before it):
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import sqlite3
@@ -53,6 +54,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from mountfs.errors import IntegrityError
 from mountfs.snapshot.entries import FILE, SYMLINK, Entry, is_under
@@ -69,6 +71,7 @@ from mountfs.tree.overlay_store import (
     ancestors,
     fail,
     insert,
+    insert_many,
     join,
     parent_of,
     ref_row,
@@ -85,6 +88,22 @@ _HASH_INSERT = "INSERT OR REPLACE INTO hashes(id, size, mtime_ns, ctime_ns, sha2
 
 Reader = Callable[[int, int], bytes]
 """read(offset, size) of the lower bytes being copied up; may return fewer bytes, never more."""
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _locked(fn: Callable[Concatenate[Overlay, _P], _T]) -> Callable[Concatenate[Overlay, _P], _T]:
+    """Run a mutation under the overlay's lock from its checks to its commit: the FUSE layer calls
+    from many threads, and a rename checked against one state must not commit onto another."""
+
+    @functools.wraps(fn)
+    def run(self: Overlay, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    return run
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +464,7 @@ class Overlay:
                     os.close(fd)
         return rid
 
+    @_locked
     def create(self, path: str, mode: int = 0o644, mtime_ns: int | None = None) -> Node:
         """A new empty regular file whose bytes are local from the start (``Node.data``)."""
         at = self._new_path(path)
@@ -452,6 +472,7 @@ class Overlay:
         rid = self._put_new(at, Row(0, path, FILE, mode & 0o7777, now, 0, data=True))
         return self._row_node(Row(rid, path, FILE, mode & 0o7777, now, 0, data=True))
 
+    @_locked
     def mkdir(self, path: str, mode: int = DIR_MODE, mtime_ns: int | None = None) -> Node:
         """A new folder; opaque when it takes the place of something the lower still has."""
         at = self._new_path(path)
@@ -460,6 +481,7 @@ class Overlay:
         rid = self._put_new(at, row)
         return Node(path, DIR, 0, row.mode, now, id=rid)
 
+    @_locked
     def symlink(self, path: str, target: str, mtime_ns: int | None = None) -> Node:
         at = self._new_path(path)
         now = time.time_ns() if mtime_ns is None else mtime_ns
@@ -476,12 +498,14 @@ class Overlay:
                 insert(conn, Row(0, at.path, WHITEOUT, 0, 0, 0))
         self._drop_data(dropped)
 
+    @_locked
     def unlink(self, path: str) -> None:
         at, node = self._existing(path)
         if node.is_dir:
             fail(errno.EISDIR, path)
         self._remove(at)
 
+    @_locked
     def rmdir(self, path: str) -> None:
         at, node = self._existing(path)
         if not node.is_dir:
@@ -492,6 +516,7 @@ class Overlay:
             fail(errno.ENOTEMPTY, path)
         self._remove(at)
 
+    @_locked
     def remove_tree(self, path: str) -> None:
         """``rm -r``: the path and everything below it, recorded as one whiteout (or none, when
         the lower never had it), whatever the number of files."""
@@ -502,6 +527,7 @@ class Overlay:
 
     # -- renaming ------------------------------------------------------------------------------
 
+    @_locked
     def rename(self, old: str, new: str, *, replace: bool = True) -> None:
         """POSIX rename(2) (``replace=False``: RENAME_NOREPLACE), one transaction whatever it moves."""
         if old == "" or new == "":
@@ -563,18 +589,6 @@ class Overlay:
                     return True
             return False
 
-        materialised: list[Row] = []
-        if lower_shows:
-            made: set[str] = set()
-            for e in self.lower.iter_entries(old):
-                for folder in ancestors(e.path)[old.count("/") + 2 :]:
-                    if folder in made or folder in below or hidden(folder):
-                        continue
-                    made.add(folder)
-                    mtime = self.lower.folder(folder) or 0
-                    materialised.append(Row(0, new + folder[cut:], DIR, DIR_MODE, mtime, 0))
-                if e.path not in below and not hidden(e.path):
-                    materialised.append(ref_row(new + e.path[cut:], e, e.path))
         lo, hi = old + "/", old + "0"
         conn.execute("DELETE FROM nodes WHERE kind = ? AND path >= ? AND path < ?", (WHITEOUT, lo, hi))
         conn.execute(
@@ -586,11 +600,28 @@ class Overlay:
             self._move_row(conn, at.row, new, opaque=True)
         else:
             insert(conn, Row(0, new, DIR, src.mode, src.mtime_ns, 0, opaque=True))
-        for r in materialised:
-            insert(conn, r)
+        if not lower_shows:
+            return
+
+        def materialised() -> Iterator[Row]:
+            """Rows for the lower paths that showed under ``old``, streamed: none of them has a row
+            (those with one were moved above), so no memory grows with the folder."""
+            made: set[str] = set()
+            for e in self.lower.iter_entries(old):
+                for folder in ancestors(e.path)[old.count("/") + 2 :]:
+                    if folder in made or folder in below or hidden(folder):
+                        continue
+                    made.add(folder)
+                    mtime = self.lower.folder(folder) or 0
+                    yield Row(0, new + folder[cut:], DIR, DIR_MODE, mtime, 0)
+                if e.path not in below and not hidden(e.path):
+                    yield ref_row(new + e.path[cut:], e, e.path)
+
+        insert_many(conn, materialised())
 
     # -- attributes and bytes ------------------------------------------------------------------
 
+    @_locked
     def setattr(self, path: str, *, mode: int | None = None, mtime_ns: int | None = None) -> Node:
         """chmod and utimens. On a lower path this records metadata only: the bytes stay a reference."""
         at, node = self._existing(path)
@@ -683,10 +714,13 @@ class Overlay:
             if read is None and min(size, node.size) > 0:
                 raise ValueError("truncating a lower file to a non-zero size needs a reader")
             node = self.copy_up(path, read or _no_read, limit=size)
-        assert node.data is not None
-        os.truncate(node.data, size)
-        self._record(node.id)
-        found = self.node(node.id)
+        with self._lock:
+            found = self.node(node.id)
+            if found is None or found.data is None:  # removed while its copy-up was streaming
+                fail(errno.ENOENT, path)
+            os.truncate(found.data, size)
+            self._record(node.id)
+            found = self.node(node.id)
         assert found is not None
         return found
 
@@ -799,13 +833,14 @@ class Overlay:
             self.lower if lower is None else IndexLower(lower) if isinstance(lower, TreeIndex) else lower
         )
         with self._tx() as conn:
+            dropped = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE data = 1")]
             conn.execute("DELETE FROM nodes")
             conn.execute("DELETE FROM hashes")
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('lower_version', ?)", (new_lower.version,)
             )
             self.lower = new_lower
-        self._remove_orphans()
+        self._drop_data(dropped)  # what a crash leaves here, the next open removes
 
 
 class _Retry(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
@@ -230,16 +230,14 @@ def ref_row(path: str, e: Entry, ref_path: str) -> Row:
     )
 
 
-def insert(conn: sqlite3.Connection, r: Row) -> int:
-    """Insert ``r`` (its id ignored) and return the new id; ids are never reused (AUTOINCREMENT),
-    so a data file left over from a crash can never be taken for a new row's."""
+def _params(r: Row) -> tuple[Any, ...]:
     loc = r.loc
     loc_cols: tuple[Any, ...] = (
         (None,) * 7
         if loc is None
         else (loc.version, loc.chunk, loc.offset, loc.stored_size, loc.method, loc.crc32, loc.blocks or None)
     )
-    values = (
+    return (
         r.path,
         parent_of(r.path),
         r.kind,
@@ -254,7 +252,18 @@ def insert(conn: sqlite3.Connection, r: Row) -> int:
         r.origin,
         *loc_cols,
     )
-    cur = conn.execute(f"INSERT INTO nodes({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 19)})", values)
-    rid = cur.lastrowid
+
+
+_INSERT = f"INSERT INTO nodes({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+
+
+def insert(conn: sqlite3.Connection, r: Row) -> int:
+    """Insert ``r`` (its id ignored) and return the new id; ids are never reused (AUTOINCREMENT),
+    so a data file left over from a crash can never be taken for a new row's."""
+    rid = conn.execute(_INSERT, _params(r)).lastrowid
     assert rid is not None
     return rid
+
+
+def insert_many(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
+    conn.executemany(_INSERT, map(_params, rows))

@@ -864,3 +864,71 @@ def test_node_by_id_follows_renames(env: Env) -> None:
 def test_node_is_what_lookup_gives(env: Env) -> None:
     assert isinstance(env.ov.getattr("a"), Node)
     assert env.ov.getattr("a") == env.ov.listdir("")[0]
+
+
+def test_rm_r_as_the_kernel_sends_it_ends_as_one_record(tmp_path: Path) -> None:
+    """Through FUSE, ``rm -r`` arrives as one unlink per file and one rmdir per folder; the
+    whiteouts of the files are folded into the folder's when it goes."""
+    files: dict[str, bytes | str] = {f"big/{i // 100}/f{i}": b"x" for i in range(1000)}
+    files["keep"] = b"k"
+    e = make_env(tmp_path, files)
+    try:
+        for d in range(10):
+            for i in range(d * 100, d * 100 + 100):
+                e.ov.unlink(f"big/{d}/f{i}")
+            e.ov.rmdir(f"big/{d}")
+        e.ov.rmdir("big")
+        assert [(r.path, r.kind) for r in e.ov.rows()] == [("big", WHITEOUT)]
+        assert e.ov.commit_entries() == [(Entry("big", TOMBSTONE), "")]
+    finally:
+        e.ov.close()
+        e.index.close()
+
+
+def test_concurrent_operations_from_many_threads(env: Env) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            env.ov.mkdir(f"t{n}")
+            for i in range(20):
+                env.ov.create(f"t{n}/f{i}")
+                env.ov.write(f"t{n}/f{i}", 0, f"{n}-{i}".encode())
+                env.ov.sync(f"t{n}/f{i}")
+            env.ov.rename(f"t{n}", f"u{n}")
+            env.ov.copy_up("a/b/d.bin", env.reader("a/b/d.bin.orig"))  # all race for the same copy-up
+            env.ov.rename(f"u{n}/f0", f"u{n}/g0")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for n in range(8):
+        assert names(env.ov, f"u{n}") == sorted(["g0", *(f"f{i}" for i in range(1, 20))])
+        assert env.content(f"u{n}/f5") == f"{n}-5".encode()
+    assert env.content("a/b/d.bin") == LOWER["a/b/d.bin"]
+    assert len([r for r in env.ov.rows() if r.path == "a/b/d.bin"]) == 1
+    assert set(os.listdir(env.ov.upper)) == {str(r.id) for r in env.ov.rows() if r.data}
+
+
+def test_rename_of_a_big_lower_folder_is_one_quick_transaction(tmp_path: Path) -> None:
+    files: dict[str, bytes | str] = {f"d/{i // 1000}/f{i}": b"x" for i in range(20_000)}
+    e = make_env(tmp_path, files)
+    try:
+        import time
+
+        t0 = time.monotonic()
+        e.ov.rename("d", "e")
+        elapsed = time.monotonic() - t0
+        assert len(e.ov.rows()) == 20_000 + 20 + 2  # refs, their folders, the new folder, the whiteout
+        assert elapsed < 10, elapsed
+        assert len(e.ov.listdir("e/7")) == 1000
+    finally:
+        e.ov.close()
+        e.index.close()
