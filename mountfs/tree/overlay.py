@@ -821,6 +821,34 @@ class Overlay:
         """Commit's input: ``(entry, source)`` rows for a draft (see ``overlay_changes.commit_entries``)."""
         return overlay_changes.commit_entries(self)
 
+    def check(self) -> list[str]:
+        """The invariants of the module docstring, as a list of what breaks them (empty: sound).
+
+        For tests and for a ``doctor``-style command; it reads every row, so it is not for hot paths.
+        """
+        problems: list[str] = []
+        rows = self.rows()
+        for r in rows:
+            if r.path == "":
+                if r.kind != DIR or r.opaque:
+                    problems.append("the root row is not a plain folder")
+                continue
+            at = self._at(r.path)
+            if at.dead:
+                problems.append(f"{r.path}: a row below a whiteout or a non-folder")
+            parent = self.lookup(parent_of(r.path))
+            if parent is None or not parent.is_dir:
+                problems.append(f"{r.path}: its parent is not a folder of the merged view")
+            if r.kind == WHITEOUT and not at.lower_shows:
+                problems.append(f"{r.path}: a whiteout over nothing of the lower")
+            if r.data and not self.data_path(r.id).is_file():
+                problems.append(f"{r.path}: data file {r.id} is missing")
+            if r.kind not in (DIR, WHITEOUT, SYMLINK) and not r.data and not r.sha256:
+                problems.append(f"{r.path}: a reference without a hash")
+        owned = {str(r.id) for r in rows if r.data}
+        problems += [f"upper/{name}: owned by no row" for name in sorted(set(os.listdir(self.upper)) - owned)]
+        return problems
+
     def is_empty(self) -> bool:
         with self._lock:
             return self._conn.execute("SELECT 1 FROM nodes LIMIT 1").fetchone() is None

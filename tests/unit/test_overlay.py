@@ -932,3 +932,24 @@ def test_rename_of_a_big_lower_folder_is_one_quick_transaction(tmp_path: Path) -
     finally:
         e.ov.close()
         e.index.close()
+
+
+def test_check_reports_broken_invariants(env: Env) -> None:
+    node = env.ov.create("n")
+    env.ov.unlink("a/e.txt")
+    assert env.ov.check() == []
+    assert node.data is not None
+    node.data.unlink()
+    (env.ov.upper / "stray").write_bytes(b"")
+    with env.ov._tx() as conn:
+        conn.execute(
+            "INSERT INTO nodes(path, parent, kind, mode, mtime_ns, size) VALUES ('n/x', 'n', 'dir', 0, 0, 0)"
+        )
+        conn.execute("UPDATE nodes SET path = 'nothing', parent = '' WHERE kind = 'whiteout'")
+    assert env.ov.check() == [
+        "n: data file 1 is missing",
+        "n/x: a row below a whiteout or a non-folder",
+        "n/x: its parent is not a folder of the merged view",
+        "nothing: a whiteout over nothing of the lower",
+        "upper/stray: owned by no row",
+    ]

@@ -318,6 +318,7 @@ def test_random_walk_matches_a_local_folder(tmp_path: Path, seed: int) -> None:
             for i in range(150):
                 log.append(w.step(rng))
                 assert w.overlay_tree() == w.real_tree(), "\n".join(log[-10:])
+                assert w.ov.check() == [], "\n".join(log[-10:])
                 if i % 50 == 49:
                     w.ov.close()
                     w.ov = Overlay.open(tmp_path / "ov", index)
