@@ -17,7 +17,11 @@ Invariants (every operation keeps them, in one transaction):
 - a row's parent is a folder of the merged view; no row lies below a whiteout or a non-folder;
 - a whiteout is recorded only where the lower shows something, and only rows make
   changes: ``rm -r`` of a folder of N lower files deletes the upper rows below it and adds
-  exactly one whiteout;
+  exactly one whiteout (also when it arrives as N unlinks and an rmdir: removing a folder
+  drops the whiteouts below it);
+- a non-opaque DIR row is metadata only (a chmod, utimens, or the mtime a folder takes when
+  an entry is added or removed, as on a local filesystem): it hides nothing and commits
+  nothing, since a version's tree has no folders of its own;
 - a renamed folder is *materialised*: in the rename's transaction the lower paths that
   showed under it become reference rows (no bytes copied), its upper rows are re-keyed, the
   new folder is opaque and the old path gets one whiteout. It costs one row per moved lower
@@ -186,6 +190,7 @@ class Overlay(OverlayView):
             if at.row is not None:  # a whiteout
                 conn.execute("DELETE FROM nodes WHERE id = ?", (at.row.id,))
             rid = insert(conn, row)
+            self._touch(conn, parent_of(row.path))
             if row.data:
                 fd = os.open(self.data_path(rid), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 try:
@@ -221,11 +226,23 @@ class Overlay(OverlayView):
 
     # -- removing ------------------------------------------------------------------------------
 
+    def _touch(self, conn: sqlite3.Connection, folder: str) -> None:
+        """Set a folder's mtime to now, as a local filesystem does when an entry is added or removed
+        (a lower folder gets a plain, non-opaque row: metadata only, so it hides nothing)."""
+        now = time.time_ns()
+        if conn.execute(
+            "UPDATE nodes SET mtime_ns = ? WHERE path = ? AND kind = ?", (now, folder, DIR)
+        ).rowcount:
+            return
+        node = self.lookup(folder)
+        insert(conn, Row(0, folder, DIR, DIR_MODE if node is None else node.mode, now, 0))
+
     def _remove(self, at: At) -> None:
         with self._tx() as conn:
             dropped = self._delete_tree_rows(conn, at.path)
             if at.lower_shows:
                 insert(conn, Row(0, at.path, WHITEOUT, 0, 0, 0))
+            self._touch(conn, parent_of(at.path))
         self._drop_data(dropped)
 
     @_locked
@@ -294,6 +311,8 @@ class Overlay(OverlayView):
                 insert(conn, ref_row(new, src_at.under, old))
             if src_at.lower_shows:
                 insert(conn, Row(0, old, WHITEOUT, 0, 0, 0))
+            for folder in {parent_of(old), parent_of(new)}:
+                self._touch(conn, folder)
         self._drop_data(dropped)
 
     @staticmethod
