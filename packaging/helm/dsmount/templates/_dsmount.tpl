@@ -46,6 +46,8 @@ shareProcessNamespace: true
     - {{ required "dsmount: set dataset (an id, id prefix or project/name[@version])" $v.dataset | quote }}
     - {{ $v.mountPath | quote }}
     - --foreground
+    - --log-format
+    - {{ $v.logFormat | default "json" | quote }}
     {{- if $v.allowOther }}
     - --allow-other
     {{- end }}
