@@ -102,7 +102,12 @@ def _locked(fn: Callable[Concatenate[Overlay, _P], _T]) -> Callable[Concatenate[
 
 
 class Overlay(OverlayView):
-    """The upper layer of one writable mount: the merged view plus every operation; thread-safe."""
+    """The upper layer of one writable mount: the merged view plus every operation; thread-safe.
+
+    Paths are canonical dataset paths ('a/b.txt', '' for the root), as the FUSE layer builds
+    them from a parent's path and a name; they are not validated again here. Every error is
+    an OSError with the errno POSIX gives (``overlay_store.fail``).
+    """
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -484,7 +489,7 @@ class Overlay(OverlayView):
                 raise ValueError("writing to a lower file needs a reader for its copy-up")
             node = self.copy_up(path, read or _no_read)
         assert node.data is not None
-        fd = os.open(node.data, os.O_WRONLY)
+        fd = os.open(node.data, os.O_WRONLY | os.O_CREAT, 0o600)  # O_CREAT: see OverlayView._row_node
         try:
             return os.pwrite(fd, data, offset)
         finally:
