@@ -9,18 +9,18 @@ import os
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from mountfs.errors import IntegrityError
-from mountfs.snapshot.entries import FILE, LINK, SYMLINK, TOMBSTONE, Entry, Location
+from mountfs.snapshot.entries import FILE, LINK, SYMLINK, TOMBSTONE, Entry, Location, is_under
 from mountfs.tree.index import DIR, TreeIndex
 from mountfs.tree.merge import apply_changes
 from mountfs.tree.overlay import BLOCK, DB_NAME, Node, Overlay
 from mountfs.tree.overlay_changes import ADDED, MODIFIED, REMOVED, RENAMED, Change
-from mountfs.tree.overlay_store import WHITEOUT, IndexLower
+from mountfs.tree.overlay_store import WHITEOUT, IndexLower, LowerTree
 
 LOWER: dict[str, bytes | str] = {
     "a/b/c.txt": b"hello",
@@ -981,3 +981,69 @@ def test_folder_mtimes_follow_their_entries(env: Env) -> None:
         Change(ADDED, "x/new", FILE, 0, ""),
         Change(REMOVED, "x/y", DIR),
     ]  # folder times are not changes a version can record
+
+
+class DictLower:
+    """The smallest LowerTree: a dict of entries. The overlay needs nothing of TreeIndex beyond the protocol."""
+
+    def __init__(self, version: str, tree: Mapping[str, Entry]) -> None:
+        self.version = version
+        self.tree = dict(tree)
+        self.dirs = {"/".join(p.split("/")[:i]) for p in tree for i in range(1, p.count("/") + 1)}
+
+    def get(self, path: str) -> Entry | None:
+        return self.tree.get(path)
+
+    def folder(self, path: str) -> int | None:
+        return 0 if path == "" or path in self.dirs else None
+
+    def list_dir(self, path: str, after: str = "") -> Iterator[tuple[str, Entry | None, int]]:
+        prefix = f"{path}/" if path else ""
+        names = {p[len(prefix) :].split("/")[0] for p in [*self.tree, *self.dirs] if p.startswith(prefix)}
+        for name in sorted(n for n in names if n > after):
+            yield name, self.tree.get(prefix + name), 0
+
+    def iter_entries(self, prefix: str = "") -> Iterator[Entry]:
+        return iter([e for p, e in sorted(self.tree.items()) if prefix == "" or is_under(p, prefix)])
+
+
+def test_any_lower_tree_protocol_will_do(tmp_path: Path) -> None:
+    lower: LowerTree = DictLower("v9", lower_entries(LOWER, "v9"))
+    with Overlay.open(tmp_path / "ov", lower) as ov:
+        assert [n.path for n in ov.listdir("a")] == ["a/b", "a/e.txt", "a/link"]
+        ov.rename("a", "z")
+        ov.remove_tree("x")
+        assert [n.path for n in ov.listdir("")] == ["empty", "top.txt", "z"]
+        assert ov.check() == []
+        assert {e.path for e, _ in ov.commit_entries() if e.kind == TOMBSTONE} == {"a", "x"}
+
+
+def test_commit_then_clear_onto_the_child_shows_the_same_tree(env: Env, tmp_path: Path) -> None:
+    """The lead's commit, in miniature: the child version is the lower plus commit_entries (new bytes
+    given a location, as upload would); after clear(child) the view is what it was before."""
+    env.ov.create("new.txt")
+    env.ov.write("new.txt", 0, b"new bytes")
+    env.write("a/b/c.txt", 0, b"J")
+    env.ov.rename("a/b", "moved")
+    env.ov.remove_tree("x")
+    env.ov.setattr("top.txt", mode=0o600)
+    before = merged_tree(env)
+    table = []
+    for i, (e, src) in enumerate(env.ov.commit_entries()):
+        if src:
+            data = Path(src).read_bytes()
+            env.by_sha[sha(data)] = data
+            e = replace(e, loc=Location("v2", 0, i, len(data), 0, zlib.crc32(data)), origin="v2")
+        table.append(e)
+    child = apply_changes(env.index.to_tree(), table)
+    TreeIndex.build(tmp_path / "v2.tree", "v2", child)
+    with TreeIndex.open(tmp_path / "v2.tree") as v2:
+        env.ov.clear(v2)
+        assert env.ov.is_empty()
+        assert env.ov.lower.version == "v2"
+        assert merged_tree(env) == before
+        env.ov.close()
+        env.ov = Overlay.open(tmp_path / "ov", v2)
+        assert merged_tree(env) == before
+        env.ov.close()
+        env.ov = Overlay.open(tmp_path / "ov", env.index)  # back on the parent: allowed, nothing pending
