@@ -984,7 +984,7 @@ def test_folder_mtimes_follow_their_entries(env: Env) -> None:
 
 
 class DictLower:
-    """The smallest LowerTree: a dict of entries. The overlay needs nothing of TreeIndex beyond the protocol."""
+    """The smallest LowerTree, a dict of entries: the overlay needs nothing of TreeIndex but the protocol."""
 
     def __init__(self, version: str, tree: Mapping[str, Entry]) -> None:
         self.version = version
