@@ -11,6 +11,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ UPPER = "upper"
 BLOCK = 1 << 20
 """Copy-up and hashing move this much at a time: memory stays flat whatever the file size."""
 
+RACY_NS = 2_000_000_000
+"""A data file changed less than this long ago is hashed again next time (see ``sha256_of``)."""
 HASH_INSERT = "INSERT OR REPLACE INTO hashes(id, size, mtime_ns, ctime_ns, sha256) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -312,7 +315,12 @@ class OverlayView:
 
     def sha256_of(self, rid: int) -> str:
         """SHA-256 of data file ``rid``, streamed, cached per version of the file (its size, mtime
-        and ctime; ``sync`` and ``truncate`` drop the entry)."""
+        and ctime; ``sync`` and ``truncate`` drop the entry).
+
+        File times come from a coarse clock (a few ms), so a write just after the hash can leave
+        all three unchanged. As git does with "racily clean" files, a hash is cached only when
+        the file's last change is older than ``RACY_NS``: any later write then gets a later ctime.
+        """
         data = self.data_path(rid)
         st = os.stat(data)
         key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -328,13 +336,11 @@ class OverlayView:
                 digest.update(block)
         sha = digest.hexdigest()
         after = os.stat(data)
-        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key:
+        settled = time.time_ns() - after.st_ctime_ns > RACY_NS
+        if settled and (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key:
             with self._tx() as conn:
                 if conn.execute("SELECT 1 FROM nodes WHERE id = ? AND data = 1", (rid,)).fetchone():
-                    conn.execute(
-                        HASH_INSERT,
-                        (rid, *key, sha),
-                    )
+                    conn.execute(HASH_INSERT, (rid, *key, sha))
         return sha
 
     def rows(self) -> list[Row]:

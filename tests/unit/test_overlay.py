@@ -1047,3 +1047,26 @@ def test_commit_then_clear_onto_the_child_shows_the_same_tree(env: Env, tmp_path
         assert merged_tree(env) == before
         env.ov.close()
         env.ov = Overlay.open(tmp_path / "ov", env.index)  # back on the parent: allowed, nothing pending
+
+
+def test_hashes_of_recently_changed_files_are_not_cached(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mountfs.tree import overlay_view
+
+    node = env.ov.create("n")
+    env.ov.write("n", 0, b"one")
+    cached = "SELECT sha256 FROM hashes WHERE id = ?"
+    assert env.ov.sha256_of(node.id) == sha(b"one")
+    assert env.ov._conn.execute(cached, (node.id,)).fetchone() is None  # changed just now: racy
+    monkeypatch.setattr(overlay_view, "RACY_NS", -(10**12))
+    assert env.ov.sha256_of(node.id) == sha(b"one")
+    assert env.ov._conn.execute(cached, (node.id,)).fetchone() == (sha(b"one"),)
+    env.ov.write("n", 0, b"two")  # a write the clock may not see...
+    env.ov.sync("n")  # ...but sync drops the cached hash
+    assert env.ov.sha256_of(node.id) == sha(b"two")
+
+
+def test_copy_up_seeds_the_hash_cache(env: Env) -> None:
+    node = env.ov.copy_up("a/b/d.bin", env.reader("a/b/d.bin"))
+    row = env.ov._conn.execute("SELECT sha256 FROM hashes WHERE id = ?", (node.id,)).fetchone()
+    assert row == (sha(LOWER["a/b/d.bin"]),)  # type: ignore[arg-type]
+    assert env.ov.changes() == []
