@@ -122,15 +122,25 @@ def changes(ov: Overlay, *, hash: bool = False) -> list[Change]:
     """
     lower = ov.lower
     rows = ov.rows()
+    whiteouts = {r.path for r in rows if r.kind == WHITEOUT}
+    bases: dict[str, Entry | None] = {}
+
+    def base_of(path: str) -> Entry | None:
+        if path not in bases:
+            bases[path] = lower.get(path)
+        return bases[path]
+
+    def gone(path: str) -> bool:
+        """Nothing shows at ``path`` now; a whiteout on the way answers without a lookup (a renamed
+        folder's files all have one)."""
+        if path in whiteouts or any(folder in whiteouts for folder in ancestors(path)[1:]):
+            return True
+        return ov.lookup(path) is None
+
     sources: dict[str, str] = {}
     for r in rows:
         moved = r.kind in (FILE, LINK) and not r.data and r.ref_path not in ("", r.path)
-        if (
-            moved
-            and r.ref_path not in sources
-            and lower.get(r.path) is None
-            and ov.lookup(r.ref_path) is None
-        ):
+        if moved and r.ref_path not in sources and base_of(r.path) is None and gone(r.ref_path):
             sources[r.ref_path] = r.path
     renamed_to = {new: old for old, new in sources.items()}
     source_keys = sorted(sources)
@@ -166,7 +176,7 @@ def changes(ov: Overlay, *, hash: bool = False) -> list[Change]:
                 replaced.add(r.path)
                 removed_below(r.path)
         else:
-            base = lower.get(r.path)
+            base = base_of(r.path)
             if base is None and lower.folder(r.path) is not None and not _below_any(r.path, replaced):
                 if sources_below(r.path):
                     removed_below(r.path)
