@@ -208,3 +208,28 @@ def test_kill_9_during_a_copy_up_leaves_the_lower_file(tmp_path: Path) -> None:
         node = ov.getattr("big/one.bin")
         assert node.data is None
         assert node.entry is not None
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.6])
+def test_kill_9_during_the_rename_of_a_big_folder(tmp_path: Path, delay: float) -> None:
+    """The rename of a 20,000-file folder is one transaction: killed at any point, the folder is
+    wholly at its old path or wholly at its new one."""
+    files: dict[str, bytes | str] = {f"d/{i // 1000}/f{i}": b"x" for i in range(20_000)}
+    index_path = tmp_path / "v1.tree"
+    TreeIndex.build(index_path, "v1", lower_entries(files))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        try:
+            with TreeIndex.open(index_path) as index, Overlay.open(tmp_path / "ov", index) as ov:
+                ov.rename("d", "e")
+                time.sleep(60)
+        finally:
+            os._exit(0)
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    with TreeIndex.open(index_path) as index, Overlay.open(tmp_path / "ov", index) as ov:
+        top = [n.path for n in ov.listdir("")]
+        assert top in (["d"], ["e"])
+        assert sum(len(ov.listdir(f"{top[0]}/{k}")) for k in range(20)) == 20_000
+        assert ov.check() == []
