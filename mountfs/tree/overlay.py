@@ -53,7 +53,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -535,10 +535,11 @@ class Overlay(OverlayView):
         """Commit's input: ``(entry, source)`` rows for a draft (see ``overlay_changes.commit_entries``)."""
         return overlay_changes.commit_entries(self)
 
-    def clear(self, lower: LowerTree | TreeIndex | None = None) -> None:
+    def clear(self, lower: LowerTree | TreeIndex | None = None, meta: Mapping[str, str | None] = {}) -> None:
         """Forget every change, in one transaction, and sit on ``lower`` from now on (after a commit:
         the child version, recorded in the same transaction, so a crash leaves the old overlay on
-        the old version or an empty one on the child)."""
+        the old version or an empty one on the child). ``meta`` is applied in the same
+        transaction (see ``set_meta``)."""
         new_lower: LowerTree = (
             self.lower if lower is None else IndexLower(lower) if isinstance(lower, TreeIndex) else lower
         )
@@ -546,11 +547,35 @@ class Overlay(OverlayView):
             dropped = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE data = 1")]
             conn.execute("DELETE FROM nodes")
             conn.execute("DELETE FROM hashes")
-            conn.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('lower_version', ?)", (new_lower.version,)
-            )
+            self._put_meta(conn, {**meta, "lower_version": new_lower.version}, internal=True)
             self.lower = new_lower
         self._drop_data(dropped)  # what a crash leaves here, the next open removes
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, values: Mapping[str, str | None]) -> None:
+        """Record (None: forget) caller state next to the overlay, in one transaction: commit can
+        note the draft it is building, and ``clear`` forget it atomically with the changes."""
+        with self._tx() as conn:
+            self._put_meta(conn, values)
+
+    @staticmethod
+    def _put_meta(
+        conn: sqlite3.Connection, values: Mapping[str, str | None], *, internal: bool = False
+    ) -> None:
+        for key, value in values.items():
+            if key in _OWN_META and not internal:
+                raise ValueError(f"overlay meta key {key!r} is the overlay's own")
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+_OWN_META = frozenset(("format", "lower_version"))
 
 
 class _Retry(Exception):

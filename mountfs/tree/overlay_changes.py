@@ -64,8 +64,10 @@ class Change:
 
 
 def _symlink_entry(r: Row) -> Entry:
-    digest = hashlib.sha256(r.target.encode()).hexdigest()  # as scan.hash_files records symlinks
-    return Entry(r.path, SYMLINK, r.size, digest, 0o777, r.mtime_ns, target=r.target)
+    """A moved or touched lower symlink keeps the lower's hash; a new one is hashed as
+    ``scan.hash_files`` records symlinks (the SHA-256 of the target)."""
+    digest = r.sha256 or hashlib.sha256(r.target.encode()).hexdigest()
+    return Entry(r.path, SYMLINK, r.size, digest, 0o777, r.mtime_ns, target=r.target, origin=r.origin)
 
 
 def _data_entry(ov: Overlay, r: Row, sha: str) -> Entry:

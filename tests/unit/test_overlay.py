@@ -1070,3 +1070,24 @@ def test_copy_up_seeds_the_hash_cache(env: Env) -> None:
     row = env.ov._conn.execute("SELECT sha256 FROM hashes WHERE id = ?", (node.id,)).fetchone()
     assert row == (sha(LOWER["a/b/d.bin"]),)  # type: ignore[arg-type]
     assert env.ov.changes() == []
+
+
+def test_meta_is_recorded_and_cleared_with_the_changes(env: Env) -> None:
+    env.ov.set_meta({"committing": "draft-1"})
+    env.ov.create("n")
+    assert env.reopen().get_meta("committing") == "draft-1"
+    env.ov.clear(meta={"committing": None, "committed": "child-1"})
+    assert env.ov.get_meta("committing") is None
+    assert env.ov.get_meta("committed") == "child-1"
+    assert env.ov.get_meta("lower_version") == "v1"
+    with pytest.raises(ValueError, match="own"):
+        env.ov.set_meta({"lower_version": "v9"})
+
+
+def test_touching_a_lower_symlink_is_not_a_change(env: Env) -> None:
+    env.ov.setattr("a/link", mtime_ns=5)
+    assert env.ov.changes() == []
+    assert env.ov.commit_entries() == []
+    env.ov.rename("a/link", "l2")
+    [(entry, src)] = [pair for pair in env.ov.commit_entries() if pair[0].kind == SYMLINK]
+    assert (entry.path, entry.target, entry.sha256, src) == ("l2", "b/c.txt", sha(b"b/c.txt"), "")
