@@ -145,6 +145,9 @@ class Overlay(OverlayView):
                     [("format", FORMAT), ("lower_version", lower_tree.version)],
                 )
             ov._remove_orphans()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise IntegrityError(f"overlay {folder} is unreadable: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -156,13 +159,14 @@ class Overlay(OverlayView):
         db = Path(folder) / DB_NAME
         if not db.is_file():
             return None
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'lower_version'").fetchone()
-        except sqlite3.Error:
-            return None
-        finally:
-            conn.close()
+            conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'lower_version'").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise IntegrityError(f"overlay {folder} is unreadable: {exc}") from exc
         return None if row is None else str(row[0])
 
     def __enter__(self) -> Overlay:

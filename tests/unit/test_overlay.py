@@ -1091,3 +1091,17 @@ def test_touching_a_lower_symlink_is_not_a_change(env: Env) -> None:
     env.ov.rename("a/link", "l2")
     [(entry, src)] = [pair for pair in env.ov.commit_entries() if pair[0].kind == SYMLINK]
     assert (entry.path, entry.target, entry.sha256, src) == ("l2", "b/c.txt", sha(b"b/c.txt"), "")
+
+
+def test_a_damaged_overlay_database_is_an_integrity_error(env: Env, tmp_path: Path) -> None:
+    env.ov.close()
+    for name in os.listdir(tmp_path / "ov"):
+        if name.startswith(DB_NAME):
+            (tmp_path / "ov" / name).unlink()
+    (tmp_path / "ov" / DB_NAME).write_bytes(b"not a database at all" * 100)
+    with pytest.raises(IntegrityError, match="unreadable"):
+        Overlay.open(tmp_path / "ov", env.index)
+    with pytest.raises(IntegrityError, match="unreadable"):
+        Overlay.pinned_version(tmp_path / "ov")
+    (tmp_path / "ov" / DB_NAME).unlink()
+    env.ov = Overlay.open(tmp_path / "ov", env.index)
