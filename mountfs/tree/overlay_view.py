@@ -261,47 +261,35 @@ class OverlayView:
         if not node.is_dir:
             fail(errno.ENOTDIR, path)
         lower_shows = (at.under_dir is not None or path == "") and not (at.row is not None and at.row.opaque)
-        with self._lock:
-            cur = self._conn.execute(
-                f"SELECT {COLUMNS} FROM nodes WHERE parent = ? AND path > ? ORDER BY path",
-                (path, join(path, after) if after else ""),
-            )
-            upper = [row_from(r) for r in cur if r[1] != ""]
         lower_iter = self.lower.list_dir(path, after) if lower_shows else iter(())
         out: list[Node] = []
-        ui = 0
-        nxt = next(lower_iter, None)
-        while limit == 0 or len(out) < limit:
-            urow = upper[ui] if ui < len(upper) else None
-            uname = urow.path.rpartition("/")[2] if urow is not None else None
-            lname = nxt[0] if nxt is not None else None
-            if urow is None and nxt is None:
-                break
-            if urow is not None and (lname is None or (uname is not None and uname <= lname)):
-                ui += 1
-                if lname == uname:
-                    nxt = next(lower_iter, None)
-                if urow.kind != WHITEOUT:
-                    out.append(self._row_node(urow))
-                continue
-            assert nxt is not None
-            name, e, mtime = nxt
-            child = join(path, name)
-            if e is None:
-                out.append(Node(child, DIR, 0, DIR_MODE, mtime))
-            else:
-                out.append(
-                    Node(
-                        child,
-                        e.kind,
-                        e.size,
-                        e.mode,
-                        e.mtime_ns,
-                        e.target,
-                        entry=e if e.kind != SYMLINK else None,
-                    )
-                )
+        with self._lock:  # the cursor is read as the listing goes: a page costs its size, not the folder's
+            cur = self._conn.execute(
+                f"SELECT {COLUMNS} FROM nodes WHERE parent = ? AND path > ? AND path != '' ORDER BY path",
+                (path, join(path, after) if after else ""),
+            )
+            upper = map(row_from, cur)
+            urow = next(upper, None)
             nxt = next(lower_iter, None)
+            while (limit == 0 or len(out) < limit) and (urow is not None or nxt is not None):
+                if urow is not None:
+                    uname = urow.path.rpartition("/")[2]
+                    if nxt is None or uname <= nxt[0]:
+                        if nxt is not None and nxt[0] == uname:
+                            nxt = next(lower_iter, None)
+                        if urow.kind != WHITEOUT:
+                            out.append(self._row_node(urow))
+                        urow = next(upper, None)
+                        continue
+                assert nxt is not None
+                name, e, mtime = nxt
+                child = join(path, name)
+                if e is None:
+                    out.append(Node(child, DIR, 0, DIR_MODE, mtime))
+                else:
+                    entry = e if e.kind != SYMLINK else None
+                    out.append(Node(child, e.kind, e.size, e.mode, e.mtime_ns, e.target, entry=entry))
+                nxt = next(lower_iter, None)
         return out
 
     # -- hashing -------------------------------------------------------------------------------

@@ -1105,3 +1105,24 @@ def test_a_damaged_overlay_database_is_an_integrity_error(env: Env, tmp_path: Pa
         Overlay.pinned_version(tmp_path / "ov")
     (tmp_path / "ov" / DB_NAME).unlink()
     env.ov = Overlay.open(tmp_path / "ov", env.index)
+
+
+def test_paging_through_a_folder_mixing_both_layers(tmp_path: Path) -> None:
+    files: dict[str, bytes | str] = {f"d/f{i:04d}": b"x" for i in range(0, 3000, 2)}
+    e = make_env(tmp_path, files)
+    try:
+        for i in range(1, 3000, 2):
+            e.ov.create(f"d/f{i:04d}")
+        for i in range(0, 3000, 6):
+            e.ov.unlink(f"d/f{i:04d}")
+        want = [f"f{i:04d}" for i in range(3000) if i % 6 != 0]
+        got: list[str] = []
+        after = ""
+        while page := e.ov.listdir("d", after=after, limit=100):
+            assert len(page) <= 100
+            got += [n.path.rpartition("/")[2] for n in page]
+            after = got[-1]
+        assert got == want
+    finally:
+        e.ov.close()
+        e.index.close()
