@@ -175,6 +175,19 @@ def gc(ws: Workspace, *, dry_run: bool = False, grace_seconds: float = 3600.0) -
                 # A local folder is not an object, so nothing else removes it; rmdir only if empty.
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
+    for info in ws.store.list(claims.CLAIMS + "/"):
+        # A claim whose version never got its manifest (a close that crashed and was never
+        # resumed, on any machine) only holds a number; past the grace period it is released.
+        # A draft that resumes later simply claims again.
+        holder = claims.holder_of(ws, info.key)
+        if holder in manifests or holder in drafts:
+            continue
+        if info.mtime is not None and now - info.mtime < grace_seconds:
+            continue
+        report.orphan_objects.append(f"{ws.store.url.rstrip('/')}/{info.key}")
+        report.orphan_bytes += info.size
+        if not dry_run:
+            ws.store.delete(info.key)
     known = set(manifests)
     for path in sorted(ws.trees_dir.glob("*.sqlite")):
         # Indexes of an older format (another suffix) are never read again: remove them too.

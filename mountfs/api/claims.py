@@ -10,7 +10,7 @@ free (after every claimed and every known number) and tries again; an explicit n
 
 A claim whose close then crashes stays behind: the same draft finds its own id there and
 goes on; a draft that is discarded or a version that is deleted releases its claim. A claim
-left by a machine that never came back only makes that number skipped.
+left by a machine that never came back holds its number until gc releases it (admin.gc).
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ def _body(version_id: str, project: str, name: str, version: str) -> bytes:
 
 def owner(ws: Workspace, project: str, name: str, version: str) -> str | None:
     """The id holding a claim on that number, or None when nobody does."""
+    return holder_of(ws, claim_key(project, name, version))
+
+
+def holder_of(ws: Workspace, key: str) -> str | None:
     try:
-        raw = ws.store.read_bytes(claim_key(project, name, version))
+        raw = ws.store.read_bytes(key)
     except ObjectMissingError:
         return None
     try:

@@ -324,3 +324,22 @@ def test_gc_removes_stale_temp_files(ws: Workspace, tmp_path: Path) -> None:
     assert not stale.exists()
     assert fresh.exists()  # young: an upload may be writing it
     assert_store_consistent(tmp_path / "store")
+
+
+def test_gc_releases_claims_without_a_version(ws: Workspace, tmp_path: Path) -> None:
+    from mountfs.api import claims
+
+    v1 = build(ws, {"a.txt": "a"}, tmp_path / "s1", dataset_name="ds", dataset_project="p")
+    draft = Dataset.create("ds", "p", parent_datasets=[v1], workspace=ws)
+    # a close that crashed on another machine after claiming 7.0.0: no manifest, no local draft
+    stale = claims.claim_key("p", "ds", "7.0.0")
+    ws.store.write_bytes(stale, json.dumps({"id": "e" * 32, "version": "7.0.0"}).encode())
+    # a claim of a local draft (its close is under way) stays, as does the closed version's
+    mine = claims.claim_key("p", "ds", draft.version)
+    ws.store.write_bytes(mine, json.dumps({"id": draft.id, "version": draft.version}).encode())
+    assert admin.gc(ws).orphan_objects == []  # young: kept
+    report = admin.gc(ws, grace_seconds=0)
+    assert report.orphan_objects == [f"{ws.store.url}/{stale}"]
+    assert not ws.store.exists(stale)
+    assert ws.store.exists(mine)
+    assert claims.owner(ws, "p", "ds", v1.version) == v1.id
