@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
         sub,
         "mount",
         mount,
-        "mount a closed version as a read-only file system; returns once the mount answers",
+        "mount a closed version as a file system (read-only unless --writable); returns once it answers",
     )
     p.add_argument("ref", metavar="ID", help="dataset version: id, id prefix or project/name[@version]")
     p.add_argument(
@@ -34,6 +34,12 @@ def register(sub: Any) -> None:
         metavar="PATH",
         help="with MOUNTPOINT /dev/fd/N: where the helper mounted it (status and unmount use this path)",
     )
+    p.add_argument(
+        "--writable", action="store_true", help="accept writes, kept in an overlay on local disk (see diff)"
+    )
+    p.add_argument(
+        "--overlay", metavar="DIR", help="with --writable: the overlay folder (default: in the mount's state)"
+    )
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     p.add_argument("--uid", type=int, help="owner shown for every file (default: yours)")
     p.add_argument("--gid", type=int, help="group shown for every file (default: yours)")
@@ -41,6 +47,10 @@ def register(sub: Any) -> None:
     p.add_argument("--nonempty", action="store_true", help="allow mounting over a non-empty folder")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the mount (default 60)")
     p.add_argument("--debug", action="store_true", help="log every request's details")
+    add_json(p)
+
+    p = command(sub, "diff", diff, "a writable mount's pending changes, like git status")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
     add_json(p)
 
     p = command(sub, "unmount", unmount, "unmount a dsmount mount (or clear a dead one)")
@@ -84,6 +94,8 @@ def mount(ctx: Context) -> int:
         "allow_nonempty": args.nonempty,
         "debug": args.debug,
         "mount_path": args.mount_path,
+        "writable": args.writable,
+        "overlay": args.overlay,
     }
     if args.foreground:
         # the daemon opens its own workspace: nothing of this one stays open while serving
@@ -97,6 +109,29 @@ def mount(ctx: Context) -> int:
         print_json({"mountpoint": handle.path, "version": handle.version, "pid": handle.pid})
     else:
         print(f"mounted {ds.project}/{ds.name}@{ds.version} ({ds.id}) at {handle.path}")
+    return 0
+
+
+_STATUS_WIDTH = len("modified:  ")
+
+
+def diff(ctx: Context) -> int:
+    """Asks the daemon (control socket), which reads its overlay: the one source of truth while mounted."""
+    from mountfs.daemon.launch import ask
+
+    answer = ask(_home(ctx), ctx.args.mountpoint, "diff")
+    changes = answer["changes"]
+    if ctx.args.json:
+        print_json(answer)
+        return 0
+    if not changes:
+        print(f"no changes to {answer['version']} at {answer['mountpoint']}")
+        return 0
+    for c in changes:
+        what = f"{c['old_path']} -> {c['path']}" if c["status"] == "renamed" else c["path"]
+        if c["kind"] == "dir":
+            what += "/"
+        print(f"{c['status'] + ':':<{_STATUS_WIDTH}}{what}")
     return 0
 
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mountfs.daemon import launch
+from mountfs.daemon import launch, state
 from mountfs.daemon.server import MountConfig
 
 from mountfs.api.workspace import Workspace
-from mountfs.errors import NotClosedError, UsageError
+from mountfs.errors import IntegrityError, MountError, NotClosedError, UsageError
 from mountfs.snapshot.manifest import CLOSED, PUBLISHED
+from mountfs.tree.index import TreeIndex
 
 
 @dataclass
@@ -41,6 +42,11 @@ class Mount:
     def prefetch(self, paths: Sequence[str] = ()) -> None:
         """Warm the cache with these paths (all files when empty), in the background."""
         launch.ask(self.home, self.path, "prefetch", paths=list(paths))
+
+    def diff(self) -> list[dict[str, Any]]:
+        """A writable mount's pending changes (``dsmount diff``): dicts with status, path, kind, ..."""
+        changes: list[dict[str, Any]] = launch.ask(self.home, self.path, "diff")["changes"]
+        return changes
 
     def unmount(self) -> None:
         launch.unmount(self.home, self.path)
@@ -71,12 +77,19 @@ def config_for(
     allow_nonempty: bool = False,
     debug: bool = False,
     mount_path: str | os.PathLike[str] | None = None,
+    writable: bool = False,
+    overlay: str | os.PathLike[str] | None = None,
 ) -> MountConfig:
     """Check the version and the mount point, build the merged-tree index, and describe the mount.
 
     ``path`` may be ``/dev/fd/N``: a /dev/fuse descriptor that a privileged helper opened
     and mounted (mount(2) with ``fd=N``) at ``mount_path``, which names the mount for
-    status and unmount."""
+    status and unmount.
+
+    ``writable`` adds an overlay (``overlay``, default ``overlay/`` in the mount's state
+    folder, so it survives restarts); an overlay holding changes to another version is refused."""
+    if overlay is not None and not writable:
+        raise UsageError("--overlay is the folder of a --writable mount: add --writable")
     m = ws.manifest(version_id)
     if m.state not in (CLOSED, PUBLISHED):
         raise NotClosedError(f"version {version_id} is a draft: close it before mounting it")
@@ -89,7 +102,11 @@ def config_for(
         raise UsageError("--mount-path names where a /dev/fd/N descriptor is mounted: give the descriptor")
     else:
         mp = launch.prepare(os.fspath(path), ws.settings.home, allow_nonempty=allow_nonempty)
-    ws.tree(version_id)  # built here, with errors on this terminal, not in the daemon's log
+    index = ws.tree(version_id)  # built here, with errors on this terminal, not in the daemon's log
+    folder = ""
+    if writable:
+        folder = str(Path(overlay).resolve()) if overlay is not None else ""
+        _check_overlay(Path(folder) if folder else state.state_dir(ws.settings.home, mp) / "overlay", index)
     return MountConfig(
         mountpoint=mp,
         version=version_id,
@@ -106,7 +123,23 @@ def config_for(
         allow_nonempty=allow_nonempty,
         debug=debug,
         fuse_fd=fuse_fd,
+        writable=writable,
+        overlay=folder,
     )
+
+
+def _check_overlay(folder: Path, index: TreeIndex) -> None:
+    """Open (or create) the overlay once here, so a refusal is one line on this terminal."""
+    from mountfs.tree.overlay import Overlay
+
+    try:
+        Overlay.open(folder, index).close()
+    except IntegrityError as exc:
+        other = Overlay.pinned_version(folder) if "holds changes" in str(exc) else None
+        hint = f": mount {other} --writable to see them, or give another --overlay" if other else ""
+        raise MountError(f"{exc}{hint}") from None
+    except OSError as exc:
+        raise MountError(f"cannot use {folder} as an overlay: {exc.strerror}") from None
 
 
 def mount(ws: Workspace, version_id: str, path: str | os.PathLike[str], **options: Any) -> Mount:

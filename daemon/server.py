@@ -37,6 +37,8 @@ from mountfs.api.workspace import Workspace
 from mountfs.errors import MountError, MountfsError
 from mountfs.fuse.operations import ReadOnlyOperations
 from mountfs.fuse.stats import OpStats
+from mountfs.fuse.writable import WritableOperations
+from mountfs.tree.overlay import Overlay
 
 log = logging.getLogger("dsmount.daemon")
 
@@ -67,6 +69,9 @@ class MountConfig:
     debug: bool = False
     fuse_fd: int | None = None
     """A /dev/fuse descriptor a helper opened and mounted at ``mountpoint``: serve it, mount nothing."""
+    writable: bool = False
+    overlay: str = ""
+    """With ``writable``: the overlay folder (default: ``overlay/`` in the mount's state folder)."""
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     """fsspec options given to the Workspace in Python; handed over the stdin pipe, never written
     or logged (they may hold credentials)."""
@@ -112,6 +117,23 @@ class _Operations(ReadOnlyOperations):
         self.initialized.set()
 
 
+class _WritableOperations(WritableOperations):
+    """The writable operations, noting when the kernel's INIT arrived."""
+
+    initialized: threading.Event
+
+    def init(self) -> None:
+        super().init()
+        self.initialized.set()
+
+
+def overlay_folder(config: MountConfig) -> Path:
+    """Where a writable mount keeps its overlay: ``--overlay``, else the mount's state folder."""
+    if config.overlay:
+        return Path(config.overlay)
+    return state.state_dir(Path(config.home), config.mountpoint) / "overlay"
+
+
 class Daemon:
     """Owns the workspace, the operations and the control handlers of one mount."""
 
@@ -126,7 +148,15 @@ class Daemon:
         self.index = self.ws.tree(config.version)
         self.read_stats = ReadStats()
         self.reader = ContentReader(self.ws, self.read_stats, index=self.index)
-        self.ops = _Operations(self.index, self.reader, uid=config.uid, gid=config.gid, stats=OpStats())
+        self.overlay: Overlay | None = None
+        self.ops: _Operations | _WritableOperations
+        if config.writable:
+            self.overlay = Overlay.open(overlay_folder(config), self.index)
+            self.ops = _WritableOperations(
+                self.overlay, self.reader, uid=config.uid, gid=config.gid, stats=OpStats()
+            )
+        else:
+            self.ops = _Operations(self.index, self.reader, uid=config.uid, gid=config.gid, stats=OpStats())
         self.ops.initialized = threading.Event()
         self.folder = state.state_dir(Path(config.home), config.mountpoint)
         self.started = time.time()
@@ -148,7 +178,9 @@ class Daemon:
         return self.config.mountpoint if self.owns_mount else f"/dev/fd/{self.config.fuse_fd}"
 
     def options(self) -> set[str]:
-        opts = {f"fsname={mountpoint.FSNAME}", "subtype=dsmount", "ro", "default_permissions", "noatime"}
+        opts = {f"fsname={mountpoint.FSNAME}", "subtype=dsmount", "default_permissions", "noatime"}
+        if not self.config.writable:
+            opts.add("ro")
         if self.config.allow_other:
             opts.add("allow_other")
         return opts
@@ -166,6 +198,8 @@ class Daemon:
                 "reads": self.read_stats.snapshot(),
                 "cache_bytes": await trio.to_thread.run_sync(self.ws.cache.usage),
             }
+        if op == "diff":
+            return await self._diff()
         if op == "unmount":
             self.stop("unmount request")
             return {"ok": True}
@@ -178,6 +212,17 @@ class Daemon:
             return {"ok": True}
         raise MountError(f"unknown request {op!r}")
 
+    async def _diff(self) -> dict[str, Any]:
+        ov = self.overlay
+        if ov is None:
+            raise MountError(f"{self.config.mountpoint} is not a writable mount (mount it with --writable)")
+        changes = await trio.to_thread.run_sync(ov.changes)
+        return {
+            "mountpoint": self.config.mountpoint,
+            "version": self.config.version,
+            "changes": [c.as_dict() for c in changes],
+        }
+
     def status(self) -> dict[str, Any]:
         return {
             "mountpoint": self.config.mountpoint,
@@ -186,7 +231,8 @@ class Daemon:
             "pid": os.getpid(),
             "state": "stopping" if self._stopping else "mounted" if self.ready else "starting",
             "ready": self.ready,
-            "writable": False,
+            "writable": self.config.writable,
+            "overlay": str(overlay_folder(self.config)) if self.config.writable else None,
             "fuse_fd": self.config.fuse_fd,
             "started": self.started,
             "uptime_s": round(time.time() - self.started, 3),
@@ -236,6 +282,8 @@ class Daemon:
         """After the FUSE loop: unmount (our own mount only), close everything, release the state."""
         try:
             pyfuse3.close(unmount=self.owns_mount)
+            if isinstance(self.ops, WritableOperations):
+                self.ops.close()
             self.reader.close()
             self.ws.close()
             state.release(self.folder, os.getpid())
@@ -361,7 +409,7 @@ class Daemon:
                 started=self.started,
                 options={
                     "allow_other": self.config.allow_other,
-                    "writable": False,
+                    "writable": self.config.writable,
                     "fuse_fd": self.config.fuse_fd,
                 },
             ).write(self.folder)

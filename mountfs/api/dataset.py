@@ -605,11 +605,13 @@ class Dataset:
         uid: int | None = None,
         gid: int | None = None,
         timeout: float = 60.0,
+        writable: bool = False,
     ) -> Mount:
         """Mount this closed version read-only at ``mountpoint``; returns once the mount answers.
 
         The result is a context manager that unmounts on exit; ``prefetch`` (True, or paths)
         warms the cache in the background once mounted. Reads are lazy and verified.
+        ``writable`` adds an overlay kept in the mount's state folder (``Mount.diff()`` lists its changes).
         """
         from mountfs.daemon.mount import mount
 
@@ -625,6 +627,7 @@ class Dataset:
             uid=uid,
             gid=gid,
             timeout=timeout,
+            writable=writable,
         )
         self._ws.catalogue.set_state(LAST_ID, self._id)
         return handle

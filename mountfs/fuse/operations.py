@@ -6,7 +6,7 @@ indexed SQLite query run in a worker thread, and reads go to ``ContentReader``. 
 lower tree never changes, so the kernel may cache entries, attributes and pages for
 as long as it likes (long timeouts, ``keep_cache``).
 
-Only ``FUSEError`` leaves a handler: ``_handler`` times every call and turns anything
+Only ``FUSEError`` leaves a handler: ``handler`` times every call and turns anything
 else into an errno (EIO for corruption and for the unexpected, which is logged).
 """
 
@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from itertools import count
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import pyfuse3
 import trio
@@ -46,10 +46,16 @@ _NOT_ERRORS = (errno.ENOENT, pyfuse3.ENOATTR)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Ops = TypeVar("Ops", bound="ReadOnlyOperations")
 
 
-def _errno_of(exc: BaseException) -> int:
+class _Timed(Protocol):
+    stats: OpStats
+
+
+Ops = TypeVar("Ops", bound=_Timed)
+
+
+def errno_of(exc: BaseException) -> int:
     if isinstance(exc, pyfuse3.FUSEError):
         return exc.errno
     if isinstance(exc, IntegrityError):
@@ -63,7 +69,7 @@ def _errno_of(exc: BaseException) -> int:
     return errno.EIO
 
 
-def _handler(
+def handler(
     name: str,
 ) -> Callable[
     [Callable[Concatenate[Ops, P], Coroutine[Any, Any, R]]],
@@ -85,7 +91,7 @@ def _handler(
                 self.stats.record(name, time.monotonic_ns() - started, error=True)
                 if not isinstance(exc, IntegrityError):  # corruption was logged where it was found
                     log.warning("%s failed: %s", name, exc)
-                raise pyfuse3.FUSEError(_errno_of(exc)) from None
+                raise pyfuse3.FUSEError(errno_of(exc)) from None
             except Exception:
                 self.stats.record(name, time.monotonic_ns() - started, error=True)
                 log.exception("%s failed unexpectedly", name)
@@ -203,7 +209,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
 
     # ----- lookups and listing -------------------------------------------------------------
 
-    @_handler("lookup")
+    @handler("lookup")
     async def lookup(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -234,18 +240,18 @@ class ReadOnlyOperations(pyfuse3.Operations):
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
         """Nothing to drop: inodes are index rows, never objects held in memory."""
 
-    @_handler("getattr")
+    @handler("getattr")
     async def getattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._attrs(await self._node(inode))
 
-    @_handler("readlink")
+    @handler("readlink")
     async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileNameT:
         node = await self._node(inode)
         if node.kind != "symlink":
             raise pyfuse3.FUSEError(errno.EINVAL)
         return pyfuse3.FileNameT(os.fsencode(node.target))
 
-    @_handler("opendir")
+    @handler("opendir")
     async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
         node = await self._node(inode)
         if node.kind != DIR:
@@ -254,7 +260,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         self._dirs[fh] = _Dir(inode)
         return pyfuse3.FileHandleT(fh)
 
-    @_handler("readdir")
+    @handler("readdir")
     async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         d = self._dirs.get(fh)
         if d is None:
@@ -279,13 +285,13 @@ class ReadOnlyOperations(pyfuse3.Operations):
             after = page[-1].ino
             page = []
 
-    @_handler("releasedir")
+    @handler("releasedir")
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self._dirs.pop(fh, None)
 
     # ----- files ---------------------------------------------------------------------------
 
-    @_handler("open")
+    @handler("open")
     async def open(
         self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
@@ -302,7 +308,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         self._files[fh] = h
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True, direct_io=False)
 
-    @_handler("read")
+    @handler("read")
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
         h = self._files.get(fh)
         if h is None:
@@ -312,7 +318,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
             data = await trio.to_thread.run_sync(self.reader.read, h, off, size)
         return data
 
-    @_handler("release")
+    @handler("release")
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         h = self._files.pop(fh, None)
         if h is not None:
@@ -324,7 +330,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
 
     # ----- extended attributes and statfs --------------------------------------------------
 
-    @_handler("getxattr")
+    @handler("getxattr")
     async def getxattr(
         self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
     ) -> bytes:
@@ -334,7 +340,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
-    @_handler("listxattr")
+    @handler("listxattr")
     async def listxattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> Sequence[pyfuse3.XAttrNameT]:
@@ -349,7 +355,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
             out[XATTR_ORIGIN] = node.origin.encode()
         return {k: out[k] for k in _FILE_XATTRS if k in out}
 
-    @_handler("statfs")
+    @handler("statfs")
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
         s.f_bsize = 128 << 10
