@@ -185,6 +185,9 @@ def stats(ctx: Context) -> int:
         f"fills {r['cache_fills']}; corrupt {r['corrupt']}"
     )
     print(f"daemon memory {human_size(s['rss_bytes'])}; cache {human_size(s['cache_bytes'])}")
+    if "copied_up" in s:
+        copied = s["copied_up"]
+        print(f"copied up {copied['files']} files ({human_size(copied['bytes'])}); {s['inodes']} inodes")
     rows = [
         [op, str(int(v["count"])), str(int(v["errors"])), f"{v['mean_us']:.0f}", f"{v['p99_us']:.0f}"]
         for op, v in s["ops"].items()

@@ -197,6 +197,7 @@ class Daemon:
                 "ops": self.ops.stats.snapshot(),
                 "reads": self.read_stats.snapshot(),
                 "cache_bytes": await trio.to_thread.run_sync(self.ws.cache.usage),
+                **self._overlay_stats(),
             }
         if op == "diff":
             return await self._diff()
@@ -211,6 +212,12 @@ class Daemon:
             self._nursery.start_soon(self._prefetch, paths)
             return {"ok": True}
         raise MountError(f"unknown request {op!r}")
+
+    def _overlay_stats(self) -> dict[str, Any]:
+        if not isinstance(self.ops, WritableOperations):
+            return {}
+        files, nbytes = self.ops.copied_up
+        return {"copied_up": {"files": files, "bytes": nbytes}, "inodes": self.ops.inodes()}
 
     async def _diff(self) -> dict[str, Any]:
         ov = self.overlay

@@ -102,6 +102,10 @@ class WritableOperations(pyfuse3.Operations):
         """inode -> path; None once removed (the kernel or an open file may still hold it)."""
         self._inos: dict[str, int] = {"": root}
         self._lookups: dict[int, int] = {root: _NEVER_FORGOTTEN}
+        self._folders: set[int] = {root}
+        """Inodes of folders: a rename or removal walks the table only below one of these."""
+        self._opened: dict[int, int] = {}
+        """inode -> open file handles: an open inode outlives its lookups."""
         self._next_ino = count(root + 1)
         self._files: dict[int, _File] = {}
         self._dirs: dict[int, _Dir] = {}
@@ -141,18 +145,26 @@ class WritableOperations(pyfuse3.Operations):
         self._lookups[ino] += 1
         return self._attrs(ino, node)
 
+    def _at_and_below(self, path: str) -> list[tuple[str, int]]:
+        """The mapped paths at and below ``path``: a walk of the table only for a folder."""
+        ino = self._inos.get(path)
+        if ino is None:
+            return []
+        if ino not in self._folders:
+            return [(path, ino)]
+        prefix = path + "/"
+        return [(p, i) for p, i in self._inos.items() if p == path or p.startswith(prefix)]
+
     def _unmap(self, path: str) -> None:
         """``path`` and everything below it are gone: their inodes live on unmapped."""
-        prefix = path + "/"
-        for p in [p for p in self._inos if p == path or p.startswith(prefix)]:
-            ino = self._inos.pop(p)
+        for p, ino in self._at_and_below(path):
+            del self._inos[p]
             self._paths[ino] = None
             self._drop_if_unused(ino)
 
     def _move(self, old: str, new: str) -> None:
         self._unmap(new)
-        prefix = old + "/"
-        moved = [(p, ino) for p, ino in self._inos.items() if p == old or p.startswith(prefix)]
+        moved = self._at_and_below(old)
         for p, _ in moved:
             del self._inos[p]
         for p, ino in moved:
@@ -161,10 +173,11 @@ class WritableOperations(pyfuse3.Operations):
             self._paths[ino] = to
 
     def _drop_if_unused(self, ino: int) -> None:
-        if self._lookups.get(ino, 0) > 0 or any(f.ino == ino for f in self._files.values()):
+        if self._lookups.get(ino, 0) > 0 or self._opened.get(ino, 0) > 0:
             return
         path = self._paths.pop(ino, None)
         self._lookups.pop(ino, None)
+        self._folders.discard(ino)
         if path is not None and self._inos.get(path) == ino:
             del self._inos[path]
 
@@ -177,6 +190,7 @@ class WritableOperations(pyfuse3.Operations):
         a.entry_timeout = self.timeout
         a.attr_timeout = self.timeout
         if node.kind == DIR:
+            self._folders.add(ino)
             a.st_mode = pyfuse3.ModeT(stat.S_IFDIR | node.mode)
         elif node.kind == SYMLINK:
             a.st_mode = pyfuse3.ModeT(stat.S_IFLNK | 0o777)
@@ -321,6 +335,7 @@ class WritableOperations(pyfuse3.Operations):
     def _open_fh(self, f: _File) -> pyfuse3.FileInfo:
         fh = next(self._next_fh)
         self._files[fh] = f
+        self._opened[f.ino] = self._opened.get(f.ino, 0) + 1
         keep = f.fd < 0  # unchanged lower bytes only: local bytes are never served from old pages
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep, direct_io=False)
 
@@ -411,6 +426,9 @@ class WritableOperations(pyfuse3.Operations):
             os.close(f.fd)
         if f.lower is not None:
             self.reader.release(f.lower)
+        left = self._opened.pop(f.ino, 1) - 1
+        if left:
+            self._opened[f.ino] = left
         self._drop_if_unused(f.ino)
 
     # ----- attributes ----------------------------------------------------------------------

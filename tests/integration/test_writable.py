@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from mountfs import Dataset, Workspace
 from tests.conftest import Dsm, write_tree
 from tests.integration.mount_fixtures import (
     NewMountpoint,
@@ -296,3 +297,17 @@ def test_copy_up_streams(dsm: Dsm, tmp_path: Path, new_mountpoint: NewMountpoint
     with open(mnt / "huge.bin", "rb") as f:
         f.seek(size - 4)
         assert f.read() == block[-4:] + b"tail"
+    assert dsm.json("stats", mnt)["copied_up"] == {"files": 1, "bytes": size}
+    assert "copied up 1 files (200.0 MiB)" in dsm("stats", mnt).out
+
+
+def test_python_mount_writable(dsm: Dsm, home: Path, tmp_path: Path, new_mountpoint: NewMountpoint) -> None:
+    vid = make_version(dsm, make_start(tmp_path / "src"))
+    ws = Workspace(str(home / "store"), home=home)
+    try:
+        with Dataset.get(dataset_id=vid, workspace=ws).mount(new_mountpoint(), writable=True) as m:
+            Path(m.path, "py.txt").write_text("from python\n")
+            assert m.status()["writable"] is True
+            assert [(c["status"], c["path"]) for c in m.diff()] == [("added", "py.txt")]
+    finally:
+        ws.close()
