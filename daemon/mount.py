@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mountfs.daemon import launch, state
-from mountfs.daemon.server import MountConfig
+from mountfs.daemon.server import MountConfig, lock_overlay
 
 from mountfs.api.workspace import Workspace
 from mountfs.errors import IntegrityError, MountError, NotClosedError, UsageError
@@ -133,6 +133,7 @@ def _check_overlay(folder: Path, index: TreeIndex) -> None:
     from mountfs.tree.overlay import Overlay
 
     try:
+        os.close(lock_overlay(folder))
         Overlay.open(folder, index).close()
     except IntegrityError as exc:
         other = Overlay.pinned_version(folder) if "holds changes" in str(exc) else None

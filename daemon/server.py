@@ -16,6 +16,7 @@ and neither mounts nor unmounts: the mount belongs to the helper.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import resource
@@ -127,6 +128,19 @@ class _WritableOperations(WritableOperations):
         self.initialized.set()
 
 
+def lock_overlay(folder: Path) -> int:
+    """Take the overlay folder for this process (flock on ``folder/lock``, released when the process
+    ends, kill -9 included): two daemons writing one overlay would corrupt each other's view."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MountError(f"overlay {folder} is in use by another mount") from None
+    return fd
+
+
 def overlay_folder(config: MountConfig) -> Path:
     """Where a writable mount keeps its overlay: ``--overlay``, else the mount's state folder."""
     if config.overlay:
@@ -149,8 +163,10 @@ class Daemon:
         self.read_stats = ReadStats()
         self.reader = ContentReader(self.ws, self.read_stats, index=self.index)
         self.overlay: Overlay | None = None
+        self._overlay_lock = -1
         self.ops: _Operations | _WritableOperations
         if config.writable:
+            self._overlay_lock = lock_overlay(overlay_folder(config))
             self.overlay = Overlay.open(overlay_folder(config), self.index)
             self.ops = _WritableOperations(
                 self.overlay, self.reader, uid=config.uid, gid=config.gid, stats=OpStats()
@@ -291,6 +307,8 @@ class Daemon:
             pyfuse3.close(unmount=self.owns_mount)
             if isinstance(self.ops, WritableOperations):
                 self.ops.close()
+            if self._overlay_lock >= 0:
+                os.close(self._overlay_lock)
             self.reader.close()
             self.ws.close()
             state.release(self.folder, os.getpid())

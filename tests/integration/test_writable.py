@@ -132,6 +132,21 @@ def apply_sequence(root: Path) -> dict[str, Any]:
     os.symlink("../c.txt", root / "a/s")
     os.unlink(root / "link")
     seen["noreplace"] = errno_of(lambda: renameat2(root / "new.txt", root / "c.txt", RENAME_NOREPLACE))
+    # a folder over an existing empty one; a file into the moved folder; names reused after removal
+    os.mkdir(root / "empty")
+    os.rename(root / "a/deep", root / "empty")
+    os.rename(root / "run.sh", root / "empty/run.sh")
+    shutil.rmtree(root / "dir2/sub")
+    os.mkdir(root / "dir2/sub")
+    (root / "dir2/sub/only.txt").write_bytes(b"only\n")
+    (root / "link").write_bytes(b"a file where a symlink was\n")
+    # a folder listed over several readdir pages, changed while it grows
+    os.mkdir(root / "many")
+    for i in range(700):
+        (root / f"many/f{i:04d}").write_bytes(b"%d" % i)
+    for i in range(0, 700, 3):
+        os.unlink(root / f"many/f{i:04d}")
+    seen["many"] = sorted(os.listdir(root / "many"))
     return seen
 
 
@@ -151,7 +166,7 @@ def test_same_as_a_local_folder(dsm: Dsm, tmp_path: Path, new_mountpoint: NewMou
     assert seen_mnt == seen_local
     assert seen_mnt["noreplace"] == errno.EEXIST
     assert snapshot(mnt) == snapshot(local)
-    for rel in ("a/deep/d.txt", "new.txt"):
+    for rel in ("empty/d.txt", "new.txt"):
         assert os.stat(mnt / rel).st_mtime_ns == os.stat(local / rel).st_mtime_ns
     # after the kernel forgot everything it cached, the daemon answers the same
     dsm("unmount", mnt)
@@ -256,6 +271,8 @@ def test_overlay_of_another_version_is_refused(
     assert (mnt / "c.txt").read_text() == "v2\n"
     assert not (mnt / "change.txt").exists()
     assert (other / "overlay.db").is_file()
+    busy = dsm("mount", v2, new_mountpoint(), "--writable", "--overlay", other, rc=7)
+    assert f"overlay {other} is in use by another mount" in busy.err
     dsm("mount", v2, tmp_path, "--overlay", other, rc=2)  # --overlay needs --writable
 
 
