@@ -27,9 +27,10 @@ import errno
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from itertools import count
+from typing import Any
 
 import pyfuse3
 import trio
@@ -110,7 +111,7 @@ class WritableOperations(pyfuse3.Operations):
         self._files: dict[int, _File] = {}
         self._dirs: dict[int, _Dir] = {}
         self._next_fh = count(1)
-        self.readdir_reply = pyfuse3.readdir_reply
+        self.readdir_reply: Callable[[Any, bytes, pyfuse3.EntryAttributes, int], bool] = pyfuse3.readdir_reply
 
     @property
     def version(self) -> str:
