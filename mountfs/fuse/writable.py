@@ -567,6 +567,8 @@ class WritableOperations(pyfuse3.Operations):
     async def getxattr(
         self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
     ) -> bytes:
+        if bytes(name) not in (XATTR_SHA256, XATTR_VERSION):  # security.capability before each write
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         value = (await self._xattrs(inode)).get(bytes(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

@@ -193,6 +193,11 @@ def test_open_readers_see_writes_and_exchange_is_refused(
     assert errno_of(lambda: os.rename(mnt / "a", mnt / "a/deep/inside")) == errno.EINVAL
     assert errno_of(lambda: open(mnt / "a/b.txt/x", "w")) == errno.ENOTDIR  # noqa: SIM115
     assert os.statvfs(mnt).f_bavail > 0
+    assert os.getxattr(mnt, "user.dsmount.version").decode() == vid
+    sha = hashlib.sha256(b"bee\n").hexdigest()
+    assert os.getxattr(mnt / "a/b.txt", "user.dsmount.sha256").decode() == sha
+    assert errno_of(lambda: os.getxattr(mnt / "c.txt", "user.dsmount.sha256")) == errno.ENODATA  # changed
+    assert errno_of(lambda: os.setxattr(mnt / "c.txt", "user.x", b"1")) == errno.ENOTSUP
 
 
 def test_diff_lists_exactly_the_changes(dsm: Dsm, tmp_path: Path, new_mountpoint: NewMountpoint) -> None:
@@ -328,3 +333,63 @@ def test_python_mount_writable(dsm: Dsm, home: Path, tmp_path: Path, new_mountpo
             assert [(c["status"], c["path"]) for c in m.diff()] == [("added", "py.txt")]
     finally:
         ws.close()
+
+
+def random_steps(seed: int, n: int) -> list[tuple[str, str, str]]:
+    """A fixed random walk of operations over a small set of names (so they collide often)."""
+    import random
+
+    rnd = random.Random(seed)
+    names = ["a", "a/b.txt", "a/deep", "a/deep/d.txt", "c.txt", "dir", "dir/x.txt", "dir/sub", "n1", "n2"]
+    names += ["dir/sub/y.txt", "a/n3", "dir/n4", "images/01", "images/01/i1.jpg", "u.txt", "link"]
+    kinds = ["write", "append", "truncate", "rename", "unlink", "mkdir", "rmdir", "rmtree", "chmod"]
+    kinds.append("symlink")
+    return [(rnd.choice(kinds), rnd.choice(names), rnd.choice(names)) for _ in range(n)]
+
+
+def run_step(root: Path, step: tuple[str, str, str], i: int) -> int:
+    kind, a, b = step
+    pa, pb = root / a, root / b
+
+    def act() -> None:
+        if kind == "write":
+            with open(pa, "wb") as f:
+                f.write(b"w%d\n" % i)
+        elif kind == "append":
+            with open(pa, "ab") as f:
+                f.write(b"+%d" % i)
+        elif kind == "truncate":
+            os.truncate(pa, i % 7)
+        elif kind == "rename":
+            os.rename(pa, pb)
+        elif kind == "unlink":
+            os.unlink(pa)
+        elif kind == "mkdir":
+            os.mkdir(pa)
+        elif kind == "rmdir":
+            os.rmdir(pa)
+        elif kind == "rmtree":
+            if pa.is_dir() and not pa.is_symlink():
+                shutil.rmtree(pa)
+        elif kind == "chmod":
+            if not pa.is_symlink():
+                os.chmod(pa, 0o600 + (i % 2) * 0o100)
+        elif kind == "symlink":
+            os.symlink(f"t{i}", pa)
+
+    return errno_of(act)
+
+
+def test_random_walk_matches_a_local_folder(dsm: Dsm, tmp_path: Path, new_mountpoint: NewMountpoint) -> None:
+    vid = make_version(dsm, make_start(tmp_path / "src"))
+    local = make_start(tmp_path / "local")
+    mnt = new_mountpoint()
+    mount_writable(dsm, vid, mnt)
+    for i, step in enumerate(random_steps(4, 250)):
+        assert (run_step(mnt, step, i), i, step) == (run_step(local, step, i), i, step)
+        if i % 50 == 0:
+            assert snapshot(mnt) == snapshot(local), (i, step)
+    assert snapshot(mnt) == snapshot(local)
+    dsm("unmount", mnt)
+    mount_writable(dsm, vid, mnt)
+    assert snapshot(mnt) == snapshot(local)
