@@ -107,6 +107,8 @@ class WritableOperations(pyfuse3.Operations):
         """Inodes of folders: a rename or removal walks the table only below one of these."""
         self._opened: dict[int, int] = {}
         """inode -> open file handles: an open inode outlives its lookups."""
+        self._copied: dict[int, int] = {}
+        """inode -> copy-ups seen: a read-only open that raced one switches to the data file."""
         self._next_ino = count(root + 1)
         self._files: dict[int, _File] = {}
         self._dirs: dict[int, _Dir] = {}
@@ -179,6 +181,7 @@ class WritableOperations(pyfuse3.Operations):
         path = self._paths.pop(ino, None)
         self._lookups.pop(ino, None)
         self._folders.discard(ino)
+        self._copied.pop(ino, None)
         if path is not None and self._inos.get(path) == ino:
             del self._inos[path]
 
@@ -246,6 +249,7 @@ class WritableOperations(pyfuse3.Operations):
         """Handles reading the lower bytes of ``ino`` read the data file from now on."""
         if node.data is None:
             return
+        self._copied[ino] = self._copied.get(ino, 0) + 1
         for f in self._files.values():
             if f.ino == ino and f.fd < 0 and f.lower is not None:
                 f.fd = os.open(node.data, os.O_RDONLY | os.O_CLOEXEC)
@@ -345,6 +349,7 @@ class WritableOperations(pyfuse3.Operations):
         self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
         path = self._path(inode)
+        copies = self._copied.get(inode, 0)
         node = await trio.to_thread.run_sync(self.ov.getattr, path)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
@@ -368,7 +373,13 @@ class WritableOperations(pyfuse3.Operations):
         h = self.reader.open_now(node.entry)
         if h is None:
             h = await trio.to_thread.run_sync(self.reader.open, node.entry)
-        return self._open_fh(_File(inode, node, lower=h))
+        info = self._open_fh(_File(inode, node, lower=h))
+        now = self._paths.get(inode)
+        if self._copied.get(inode, 0) != copies and now is not None:  # a writer copied it up meanwhile
+            fresh = await trio.to_thread.run_sync(self.ov.lookup, now)
+            if fresh is not None:
+                self._switch_readers(inode, fresh)
+        return info
 
     @handler("create")
     async def create(

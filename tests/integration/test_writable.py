@@ -330,6 +330,7 @@ def test_python_mount_writable(dsm: Dsm, home: Path, tmp_path: Path, new_mountpo
         with Dataset.get(dataset_id=vid, workspace=ws).mount(new_mountpoint(), writable=True) as m:
             Path(m.path, "py.txt").write_text("from python\n")
             assert m.status()["writable"] is True
+            assert m.status()["overlay"].endswith("/overlay")
             assert [(c["status"], c["path"]) for c in m.diff()] == [("added", "py.txt")]
     finally:
         ws.close()
