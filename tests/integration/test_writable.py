@@ -247,6 +247,8 @@ def test_overlay_survives_unmount_and_kill_9(dsm: Dsm, tmp_path: Path, new_mount
         f.write(b"XYZ")
         f.flush()
         os.fsync(f.fileno())
+    (mnt / "closed.txt").write_bytes(b"closed, never fsynced\n")  # close alone: survives a kill -9
+    os.rename(mnt / "a", mnt / "renamed")
     before = snapshot(mnt)
     pid = daemon_pid(dsm.home, mnt)
     os.kill(pid, signal.SIGKILL)
