@@ -1,6 +1,6 @@
 """The control socket: one JSON request per line, one JSON answer per line.
 
-Requests are ``{"op": "status" | "stats" | "unmount" | "prefetch", ...}``; answers are
+Requests are ``{"op": "status" | "stats" | "diff" | "unmount" | "prefetch", ...}``; answers are
 objects, with ``"error"`` set when the request failed. Only the mounting user can
 connect (socket mode 0600 in a 0700 folder).
 """
