@@ -86,6 +86,10 @@ def options_for(url: str, explicit: dict[str, Any] | None = None) -> dict[str, A
     """
     fam = family(url)
     opts: dict[str, Any] = {}
+    if fam in ("s3", "gs", "az"):
+        # Other machines write to a shared store: a listing cached by the client would hide
+        # their objects from info/exists in a long-lived process.
+        opts["use_listings_cache"] = False
     emulated = os.environ.get("STORAGE_EMULATOR_HOST") and "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ
     if fam == "gs" and emulated:
         # gcsfs reads STORAGE_EMULATOR_HOST but would still look for Google credentials,

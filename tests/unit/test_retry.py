@@ -153,15 +153,17 @@ def test_families() -> None:
 def test_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("DSMOUNT_STORAGE_OPTIONS", '{"s3": {"endpoint_url": "http://127.0.0.1:9"}}')
-    assert options_for("s3://b") == {"endpoint_url": "http://127.0.0.1:9"}
-    assert options_for("gs://b") == {}
-    assert options_for("s3://b", {"endpoint_url": "x"}) == {"endpoint_url": "x"}
+    fresh = {"use_listings_cache": False}
+    assert options_for("s3://b") == {**fresh, "endpoint_url": "http://127.0.0.1:9"}
+    assert options_for("gs://b") == fresh
+    assert options_for("s3://b", {"endpoint_url": "x"}) == {**fresh, "endpoint_url": "x"}
+    assert options_for("memory://m") == {}
     monkeypatch.setenv("DSMOUNT_STORAGE_OPTIONS", '{"anon": true}')
-    assert options_for("gs://b") == {"anon": True}
+    assert options_for("gs://b") == {**fresh, "anon": True}
     monkeypatch.setenv("DSMOUNT_STORAGE_OPTIONS", "[1]")
     with pytest.raises(UsageError, match="JSON object"):
         options_for("s3://b")
     monkeypatch.delenv("DSMOUNT_STORAGE_OPTIONS")
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    assert options_for("gs://b") == {"token": "anon"}
+    assert options_for("gs://b") == {**fresh, "token": "anon"}
