@@ -28,6 +28,7 @@ import trio
 from mountfs.api.content import ContentReader, OpenFile
 from mountfs.errors import IntegrityError, MountfsError, NotFoundError, StoreError
 from mountfs.fuse.stats import OpStats
+from mountfs.snapshot.entries import SYMLINK
 from mountfs.tree.index import DIR, ROOT_INO, Node, TreeIndex
 
 log = logging.getLogger("dsmount.fuse")
@@ -53,6 +54,44 @@ class _Timed(Protocol):
 
 
 Ops = TypeVar("Ops", bound=_Timed)
+
+
+def entry_attributes(
+    ino: int,
+    kind: str,
+    mode: int,
+    size: int,
+    mtime_ns: int,
+    uid: int,
+    gid: int,
+    timeout: float,
+    *,
+    nlink: int = 1,
+) -> pyfuse3.EntryAttributes:
+    """What the kernel is told about a node, for read-only and writable mounts alike.
+
+    nlink 1 on folders: the sub-folder count is unknown, and 1 tells find not to rely on it.
+    """
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = pyfuse3.InodeT(ino)
+    a.generation = 0
+    a.entry_timeout = timeout
+    a.attr_timeout = timeout
+    if kind == DIR:
+        a.st_mode = pyfuse3.ModeT(stat.S_IFDIR | mode)
+    elif kind == SYMLINK:
+        a.st_mode = pyfuse3.ModeT(stat.S_IFLNK | 0o777)
+    else:
+        a.st_mode = pyfuse3.ModeT(stat.S_IFREG | (mode & 0o7777))
+    a.st_nlink = nlink
+    a.st_size = size
+    a.st_blksize = 128 << 10
+    a.st_blocks = -(-size // 512)
+    a.st_uid = uid
+    a.st_gid = gid
+    a.st_rdev = 0
+    a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = mtime_ns
+    return a
 
 
 def errno_of(exc: BaseException) -> int:
@@ -155,29 +194,10 @@ class ReadOnlyOperations(pyfuse3.Operations):
     # ----- translation ---------------------------------------------------------------------
 
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = pyfuse3.InodeT(node.ino)
-        a.generation = 0
-        a.entry_timeout = self.timeout
-        a.attr_timeout = self.timeout
-        if node.kind == DIR:
-            a.st_mode = pyfuse3.ModeT(stat.S_IFDIR | node.mode)
-            a.st_nlink = 1  # unknown sub-folder count: 1 tells find not to rely on it
-        elif node.kind == "symlink":
-            a.st_mode = pyfuse3.ModeT(stat.S_IFLNK | 0o777)
-            a.st_nlink = 1
-        else:
-            a.st_mode = pyfuse3.ModeT(stat.S_IFREG | (node.mode & 0o7777))
-            a.st_nlink = 1
-        size = len(os.fsencode(node.target)) if node.kind == "symlink" else node.size
-        a.st_size = size
-        a.st_blksize = 128 << 10
-        a.st_blocks = -(-size // 512)
-        a.st_uid = self.uid
-        a.st_gid = self.gid
-        a.st_rdev = 0
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
-        return a
+        size = len(os.fsencode(node.target)) if node.kind == SYMLINK else node.size
+        return entry_attributes(
+            node.ino, node.kind, node.mode, size, node.mtime_ns, self.uid, self.gid, self.timeout
+        )
 
     def _remember(self, node: Node) -> Node:
         self._nodes[node.ino] = node

@@ -36,7 +36,7 @@ import pyfuse3
 import trio
 
 from mountfs.api.content import ContentReader, OpenFile
-from mountfs.fuse.operations import XATTR_SHA256, XATTR_VERSION, handler
+from mountfs.fuse.operations import XATTR_SHA256, XATTR_VERSION, entry_attributes, handler
 from mountfs.fuse.stats import OpStats
 from mountfs.snapshot.entries import SYMLINK
 from mountfs.tree.index import DIR
@@ -188,27 +188,11 @@ class WritableOperations(pyfuse3.Operations):
     # ----- translation ---------------------------------------------------------------------
 
     def _attrs(self, ino: int, node: Node, *, nlink: int = 1) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = pyfuse3.InodeT(ino)
-        a.generation = 0
-        a.entry_timeout = self.timeout
-        a.attr_timeout = self.timeout
         if node.kind == DIR:
             self._folders.add(ino)
-            a.st_mode = pyfuse3.ModeT(stat.S_IFDIR | node.mode)
-        elif node.kind == SYMLINK:
-            a.st_mode = pyfuse3.ModeT(stat.S_IFLNK | 0o777)
-        else:
-            a.st_mode = pyfuse3.ModeT(stat.S_IFREG | (node.mode & 0o7777))
-        a.st_nlink = nlink
-        a.st_size = node.size
-        a.st_blksize = 128 << 10
-        a.st_blocks = -(-node.size // 512)
-        a.st_uid = self.uid
-        a.st_gid = self.gid
-        a.st_rdev = 0
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
-        return a
+        return entry_attributes(
+            ino, node.kind, node.mode, node.size, node.mtime_ns, self.uid, self.gid, self.timeout, nlink=nlink
+        )
 
     async def _node(self, ino: int) -> Node:
         """The inode's node now; for a removed file still open, what its descriptor says."""
