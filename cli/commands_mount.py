@@ -1,4 +1,5 @@
-"""Mounts: mount (and the `dsmount ID MOUNTPOINT` shorthand), unmount, status, stats, prefetch."""
+"""Mounts: mount (and the `dsmount ID MOUNTPOINT` shorthand), diff, commit, unmount, status, stats,
+prefetch."""
 
 from __future__ import annotations
 
@@ -51,6 +52,21 @@ def register(sub: Any) -> None:
 
     p = command(sub, "diff", diff, "a writable mount's pending changes, like git status")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    add_json(p)
+
+    p = command(
+        sub, "commit", commit, "make a writable mount's changes a child version, and mount that version"
+    )
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--name", help="dataset name of the child (default: the mounted version's)")
+    p.add_argument("--version", help="version number of the child (default: the next free one)")
+    p.add_argument("--tags", nargs="+", help="tags of the child (default: the mounted version's)")
+    p.add_argument("--description", help="description of the child (default: the mounted version's)")
+    p.add_argument(
+        "--no-close",
+        action="store_true",
+        help="upload the changes as a draft and leave it open; the mount keeps its changes",
+    )
     add_json(p)
 
     p = command(sub, "unmount", unmount, "unmount a dsmount mount (or clear a dead one)")
@@ -106,9 +122,13 @@ def mount(ctx: Context) -> int:
         raise UsageError("--log-format is for -f (a background daemon writes text to its daemon.log)")
     handle = mount(ws, ds.id, args.mountpoint, timeout=args.timeout, **options)
     if args.json:
-        print_json({"mountpoint": handle.path, "version": handle.version, "pid": handle.pid})
-    else:
-        print(f"mounted {ds.project}/{ds.name}@{ds.version} ({ds.id}) at {handle.path}")
+        out = {"mountpoint": handle.path, "version": handle.version, "pid": handle.pid}
+        print_json({**out, "notice": handle.notice} if handle.notice else out)
+        return 0
+    if handle.notice:
+        print(f"note: {handle.notice}")
+    label = handle.status().get("label") or f"{ds.project}/{ds.name}@{ds.version}"
+    print(f"mounted {label} ({handle.version}) at {handle.path}")
     return 0
 
 
@@ -132,6 +152,38 @@ def diff(ctx: Context) -> int:
         if c["kind"] == "dir":
             what += "/"
         print(f"{c['status'] + ':':<{_STATUS_WIDTH}}{what}")
+    return 0
+
+
+def commit(ctx: Context) -> int:
+    from mountfs.daemon.mount import commit
+
+    a = ctx.args
+    answer = commit(
+        _home(ctx),
+        a.mountpoint,
+        name=a.name,
+        version=a.version,
+        tags=a.tags,
+        description=a.description,
+        close=not a.no_close,
+    )
+    if a.json:
+        print_json(answer)
+    elif not answer["committed"]:
+        print(f"nothing to commit: no changes to {answer['parent']} at {answer['mountpoint']}")
+    elif answer["closed"]:
+        print(
+            f"committed {answer['changes']} change(s) as {answer['project']}/{answer['name']}@"
+            f"{answer['version']}; {answer['mountpoint']} now serves it"
+        )
+        print(answer["id"])
+    else:
+        print(
+            f"uploaded {answer['changes']} change(s) as draft {answer['project']}/{answer['name']}@"
+            f"{answer['version']}; close it with `dsmount close {answer['id']}`"
+        )
+        print(answer["id"])
     return 0
 
 

@@ -1,6 +1,6 @@
 """The control socket: one JSON request per line, one JSON answer per line.
 
-Requests are ``{"op": "status" | "stats" | "diff" | "unmount" | "prefetch", ...}``; answers are
+Requests are ``{"op": "status" | "stats" | "diff" | "commit" | "unmount" | "prefetch", ...}``; answers are
 objects, with ``"error"`` set when the request failed. Only the mounting user can
 connect (socket mode 0600 in a 0700 folder).
 """
@@ -22,8 +22,9 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _MAX_LINE = 1 << 20
 
 
-def request(path: str, op: str, *, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
-    """Send one request and wait for its answer; MountError if the daemon does not answer."""
+def request(path: str, op: str, *, timeout: float | None = 5.0, **args: Any) -> dict[str, Any]:
+    """Send one request and wait for its answer (``timeout`` None: as long as it takes, for a
+    commit); MountError if the daemon does not answer."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mountfs.daemon import commit as commits
 from mountfs.daemon import launch, state
 from mountfs.daemon.server import MountConfig, lock_overlay
 
@@ -32,6 +33,8 @@ class Mount:
     home: Path
     pid: int
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    notice: str = ""
+    """Why a writable mount serves another version than asked (it carries on at its last commit)."""
 
     def status(self) -> dict[str, Any]:
         return launch.status(self.home, self.path)[0]
@@ -48,6 +51,26 @@ class Mount:
         changes: list[dict[str, Any]] = launch.ask(self.home, self.path, "diff")["changes"]
         return changes
 
+    def commit(
+        self,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        tags: Sequence[str] | None = None,
+        description: str | None = None,
+        close: bool = True,
+    ) -> dict[str, Any]:
+        """``dsmount commit``: the overlay's changes become a child version and the mount serves it.
+
+        Returns what the daemon answered: ``committed`` (False when there was nothing to
+        commit), ``id`` and ``version`` of the child, ``parent``, ``changes``, ``files``, ..."""
+        answer = commit(
+            self.home, self.path, name=name, version=version, tags=tags, description=description, close=close
+        )
+        if answer.get("committed") and answer.get("closed"):
+            self.version = str(answer["id"])
+        return answer
+
     def unmount(self) -> None:
         launch.unmount(self.home, self.path)
         if self.process is not None:
@@ -61,6 +84,39 @@ class Mount:
 
     def __fspath__(self) -> str:
         return self.path
+
+
+def commit(
+    home: Path,
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    tags: Sequence[str] | None = None,
+    description: str | None = None,
+    close: bool = True,
+) -> dict[str, Any]:
+    """Ask the daemon serving ``path`` to commit (as long as it takes: an upload may be large)."""
+    mp = os.fspath(path)
+    try:
+        return launch.ask(
+            home,
+            mp,
+            "commit",
+            timeout=None,
+            name=name,
+            version=version,
+            tags=None if tags is None else list(tags),
+            description=description,
+            close=close,
+        )
+    except MountError as exc:
+        if "answer" not in str(exc):
+            raise
+        raise MountError(
+            f"the daemon of {mp} stopped during the commit ({exc}): mount it again with --writable, "
+            "which finishes or undoes the commit"
+        ) from None
 
 
 def config_for(
@@ -102,11 +158,16 @@ def config_for(
         raise UsageError("--mount-path names where a /dev/fd/N descriptor is mounted: give the descriptor")
     else:
         mp = launch.prepare(os.fspath(path), ws.settings.home, allow_nonempty=allow_nonempty)
-    index = ws.tree(version_id)  # built here, with errors on this terminal, not in the daemon's log
     folder = ""
+    notice = ""
     if writable:
         folder = str(Path(overlay).resolve()) if overlay is not None else ""
-        _check_overlay(Path(folder) if folder else state.state_dir(ws.settings.home, mp) / "overlay", index)
+        where = Path(folder) if folder else state.state_dir(ws.settings.home, mp) / "overlay"
+        version_id, notice = _resume(ws, where, version_id)
+        m = ws.manifest(version_id)
+    index = ws.tree(version_id)  # built here, with errors on this terminal, not in the daemon's log
+    if writable:
+        _check_overlay(where, index)
     return MountConfig(
         mountpoint=mp,
         version=version_id,
@@ -125,7 +186,22 @@ def config_for(
         fuse_fd=fuse_fd,
         writable=writable,
         overlay=folder,
+        notice=notice,
     )
+
+
+def _resume(ws: Workspace, folder: Path, version_id: str) -> tuple[str, str]:
+    """Settle a commit a crash interrupted, and carry on at the overlay's newest commit."""
+    try:
+        lock = lock_overlay(folder)
+    except OSError as exc:
+        raise MountError(f"cannot use {folder} as an overlay: {exc.strerror}") from None
+    try:
+        return commits.resume(ws, folder, version_id)
+    except IntegrityError as exc:
+        raise MountError(str(exc)) from None
+    finally:
+        os.close(lock)
 
 
 def _check_overlay(folder: Path, index: TreeIndex) -> None:
@@ -148,7 +224,7 @@ def mount(ws: Workspace, version_id: str, path: str | os.PathLike[str], **option
     timeout = float(options.pop("timeout", launch.START_TIMEOUT))
     config = config_for(ws, version_id, path, **options)
     proc = launch.start(config, timeout=timeout)
-    return Mount(config.mountpoint, version_id, ws.settings.home, proc.pid, proc)
+    return Mount(config.mountpoint, config.version, ws.settings.home, proc.pid, proc, notice=config.notice)
 
 
 def foreground(
@@ -174,6 +250,8 @@ def foreground(
     signals.install()
     try:
         config = config_for(ws, version_id, path, **options)
+        if config.notice:
+            server.log.warning("%s", config.notice, extra=fields(event="resumed", version=config.version))
         if before_serving is not None:
             before_serving()
         return server.run(config, None, signals)

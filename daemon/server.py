@@ -30,7 +30,7 @@ from typing import Any
 
 import pyfuse3
 import trio
-from mountfs.daemon import control, launch, mountpoint, state
+from mountfs.daemon import commit, control, launch, mountpoint, state
 from mountfs.daemon.logs import fields
 
 from mountfs.api.content import ContentReader, ReadStats
@@ -73,6 +73,8 @@ class MountConfig:
     writable: bool = False
     overlay: str = ""
     """With ``writable``: the overlay folder (default: ``overlay/`` in the mount's state folder)."""
+    notice: str = ""
+    """Why ``version`` is not the one asked for (a writable overlay carries on at its last commit)."""
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     """fsspec options given to the Workspace in Python; handed over the stdin pipe, never written
     or logged (they may hold credentials)."""
@@ -217,6 +219,8 @@ class Daemon:
             }
         if op == "diff":
             return await self._diff()
+        if op == "commit":
+            return await self._commit(commit.CommitRequest.from_json(req))
         if op == "unmount":
             self.stop("unmount request")
             return {"ok": True}
@@ -245,6 +249,80 @@ class Daemon:
             "version": self.config.version,
             "changes": [c.as_dict() for c in changes],
         }
+
+    async def _commit(self, request: commit.CommitRequest) -> dict[str, Any]:
+        """Freeze changes, make the child version, move the mount onto it; reads go on throughout."""
+        ov = self.overlay
+        if ov is None or not isinstance(self.ops, WritableOperations):
+            raise MountError(f"{self.config.mountpoint} is not a writable mount (mount it with --writable)")
+        parent = self.config.version
+        async with self.ops.frozen():
+            busy = self.ops.open_for_writing()
+            if busy:
+                shown = ", ".join(busy[:3]) + (", ..." if len(busy) > 3 else "")
+                raise MountError(
+                    f"{len(busy)} file(s) on {self.config.mountpoint} are open for writing ({shown}): "
+                    "close them and commit again"
+                )
+            try:
+                result = await trio.to_thread.run_sync(self._build_commit, request)
+            finally:
+                if ov.lower.version != self.config.version:
+                    await trio.to_thread.run_sync(self._repin, ov.lower.version)
+        answer: dict[str, Any] = {"mountpoint": self.config.mountpoint, "parent": parent}
+        if result is None:
+            return {**answer, "committed": False, "id": None}
+        log.info(
+            "committed %d change(s) of %s as %s/%s@%s (%s) in %.2f s",
+            result.changes,
+            parent,
+            result.project,
+            result.name,
+            result.version,
+            result.id,
+            result.seconds,
+            extra=fields(event="committed", **result.as_dict()),
+        )
+        return {**answer, **result.as_dict()}
+
+    def _build_commit(self, request: commit.CommitRequest) -> commit.CommitResult | None:
+        assert self.overlay is not None
+        ws = Workspace(
+            self.config.store,
+            home=self.config.home,
+            cache_size=self.config.cache_size,
+            storage_options=self.config.storage_options or None,
+        )
+        try:
+            return commit.build(ws, self.overlay, request, self.ws.tree)
+        finally:
+            ws.close()
+
+    def _repin(self, version: str) -> None:
+        """Serve ``version`` from now on (the overlay already sits on it): paths and inodes stay
+        as they are, since the child's tree is what the mount showed, so the kernel's caches
+        hold nothing stale and nothing needs invalidating."""
+        m = self.ws.manifest(version)
+        self.index = self.ws.tree(version)
+        self.reader.index = self.index
+        self.config.version = version
+        self.config.label = f"{m.project}/{m.name}@{m.version}"
+        self._write_state()
+
+    def _write_state(self) -> None:
+        state.MountState(
+            mountpoint=self.config.mountpoint,
+            version=self.config.version,
+            pid=os.getpid(),
+            socket=state.socket_path(self.folder),
+            label=self.config.label,
+            started=self.started,
+            options={
+                "allow_other": self.config.allow_other,
+                "writable": self.config.writable,
+                "fuse_fd": self.config.fuse_fd,
+            },
+        ).write(self.folder)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -425,19 +503,7 @@ class Daemon:
             self._nursery = nursery
             nursery.start_soon(self._signals, early)
             await nursery.start(control.serve, sock, self.handle)
-            state.MountState(
-                mountpoint=self.config.mountpoint,
-                version=self.config.version,
-                pid=os.getpid(),
-                socket=sock,
-                label=self.config.label,
-                started=self.started,
-                options={
-                    "allow_other": self.config.allow_other,
-                    "writable": self.config.writable,
-                    "fuse_fd": self.config.fuse_fd,
-                },
-            ).write(self.folder)
+            self._write_state()
             nursery.start_soon(self._await_ready, notify, t0)
             with trio.CancelScope() as self._fuse_scope:
                 await pyfuse3.main(min_tasks=4, max_tasks=64)

@@ -58,8 +58,12 @@ def create(
     tags: Sequence[str] = (),
     description: str = "",
     chunk_size: int | None = None,
+    draft_id: str | None = None,
 ) -> Draft:
-    """Start a draft; parents must be closed versions (ids already resolved)."""
+    """Start a draft; parents must be closed versions (ids already resolved).
+
+    ``draft_id``: an id the caller chose (and noted) beforehand, so a crash right after this
+    call leaves a draft the caller knows about (``dsmount commit``)."""
     if not name:
         raise UsageError("a dataset needs a name (--name)")
     parent_manifests = []
@@ -79,7 +83,7 @@ def create(
         raise UsageError(f"{project}/{name} already has a version {version}")
     user, host = whoami()
     draft = Draft(
-        id=new_id(),
+        id=draft_id or new_id(),
         project=project,
         name=name,
         version=version,

@@ -12,6 +12,8 @@ renames, durability); this module keeps what only the FUSE side needs:
   data file. A read-only open of an unchanged lower file reads the lower; once a writer
   copies that inode up, such handles switch to the data file. An unlinked open file keeps
   its descriptor, so it stays readable and writable until closed;
+- a write gate. ``frozen()`` (what ``dsmount commit`` holds) makes every request that would
+  change the overlay wait, and first waits for those already running; reads go on;
 - kernel caching: entries and attributes for ``timeout`` seconds (1 s: every change comes
   through this mount, so the kernel updates its caches itself, the timeout only bounds
   surprises); pages are kept across opens (``keep_cache``) only for lower files opened
@@ -24,18 +26,21 @@ only ``FUSEError`` leaves a handler (``operations.handler``).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
 from itertools import count
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
 from mountfs.api.content import ContentReader, OpenFile
+from mountfs.errors import MountError
 from mountfs.fuse.operations import XATTR_SHA256, XATTR_VERSION, entry_attributes, handler
 from mountfs.fuse.stats import OpStats
 from mountfs.snapshot.entries import SYMLINK
@@ -48,14 +53,33 @@ _COOKIES = 65536
 """readdir offsets remembered per open folder (the kernel resumes at the last one it got)."""
 _NEVER_FORGOTTEN = 1 << 62
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def mutation(
+    fn: Callable[Concatenate[WritableOperations, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[WritableOperations, _P], Coroutine[Any, Any, _R]]:
+    """A request that changes the overlay: it waits while a commit holds the write gate."""
+
+    @functools.wraps(fn)
+    async def run(self: WritableOperations, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async with self._mutating():
+            return await fn(self, *args, **kwargs)
+
+    return run
+
 
 class _File:
     """An open file: a data-file descriptor, or a ContentReader handle on the lower bytes."""
 
-    __slots__ = ("fd", "ino", "lower", "node")
+    __slots__ = ("fd", "ino", "lower", "node", "writing")
 
-    def __init__(self, ino: int, node: Node, fd: int = -1, lower: OpenFile | None = None) -> None:
+    def __init__(
+        self, ino: int, node: Node, fd: int = -1, lower: OpenFile | None = None, *, writing: bool = False
+    ) -> None:
         self.ino = ino
+        self.writing = writing
         self.node = node
         """The node as opened (its id survives renames; its mode answers fstat once unlinked)."""
         self.fd = fd
@@ -114,6 +138,48 @@ class WritableOperations(pyfuse3.Operations):
         self._dirs: dict[int, _Dir] = {}
         self._next_fh = count(1)
         self.readdir_reply: Callable[[Any, bytes, pyfuse3.EntryAttributes, int], bool] = pyfuse3.readdir_reply
+        self._gate: trio.Event | None = None
+        """Set while a commit holds the write gate; mutations wait for it."""
+        self._changing = 0
+        """Mutations running now."""
+        self._drained: trio.Event | None = None
+
+    # ----- the write gate ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _mutating(self) -> AsyncIterator[None]:
+        while self._gate is not None:
+            await self._gate.wait()
+        self._changing += 1
+        try:
+            yield
+        finally:
+            self._changing -= 1
+            if self._changing == 0 and self._drained is not None:
+                self._drained.set()
+
+    @asynccontextmanager
+    async def frozen(self) -> AsyncIterator[None]:
+        """Hold every change back (reads go on) once the changes already running have finished:
+        what commit needs to read one consistent overlay and then swap its lower."""
+        if self._gate is not None:
+            raise MountError("a commit is already running on this mount")
+        self._gate = trio.Event()
+        try:
+            while self._changing:
+                self._drained = trio.Event()
+                await self._drained.wait()
+            self._drained = None
+            yield
+        finally:
+            gate, self._gate = self._gate, None
+            gate.set()
+
+    def open_for_writing(self) -> list[str]:
+        """Paths of files open for writing (an unlinked one is not in any tree and not listed)."""
+        return sorted(
+            {p for f in self._files.values() if f.writing and (p := self._paths.get(f.ino)) is not None}
+        )
 
     @property
     def version(self) -> str:
@@ -332,12 +398,17 @@ class WritableOperations(pyfuse3.Operations):
     async def open(
         self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY
+        changing = writing or bool(flags & os.O_TRUNC)
+        async with self._mutating() if changing else nullcontext():
+            return await self._open(inode, flags, writing)
+
+    async def _open(self, inode: pyfuse3.InodeT, flags: int, writing: bool) -> pyfuse3.FileInfo:
         path = self._path(inode)
         copies = self._copied.get(inode, 0)
         node = await trio.to_thread.run_sync(self.ov.getattr, path)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        writing = (flags & os.O_ACCMODE) != os.O_RDONLY
         if writing or flags & os.O_TRUNC:
             if node.data is None:
                 limit = 0 if flags & os.O_TRUNC else None
@@ -348,7 +419,7 @@ class WritableOperations(pyfuse3.Operations):
             assert node.data is not None
             mode = os.O_RDWR if writing else os.O_RDONLY
             fd = os.open(node.data, mode | os.O_CLOEXEC)
-            return self._open_fh(_File(inode, node, fd))
+            return self._open_fh(_File(inode, node, fd, writing=writing))
         if node.data is not None:
             fd = os.open(node.data, os.O_RDONLY | os.O_CLOEXEC)
             return self._open_fh(_File(inode, node, fd))
@@ -366,6 +437,7 @@ class WritableOperations(pyfuse3.Operations):
         return info
 
     @handler("create")
+    @mutation
     async def create(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -379,7 +451,7 @@ class WritableOperations(pyfuse3.Operations):
         assert node.data is not None
         fd = os.open(node.data, os.O_RDWR | os.O_CLOEXEC)
         attrs = self._entry(path, node)
-        return self._open_fh(_File(int(attrs.st_ino), node, fd)), attrs
+        return self._open_fh(_File(int(attrs.st_ino), node, fd, writing=True)), attrs
 
     @handler("read")
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
@@ -396,6 +468,7 @@ class WritableOperations(pyfuse3.Operations):
         return data
 
     @handler("write")
+    @mutation
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
         f = self._files.get(fh)
         if f is None or f.fd < 0:
@@ -406,6 +479,7 @@ class WritableOperations(pyfuse3.Operations):
         """Nothing is buffered here: writes went to the data file's page cache already."""
 
     @handler("fsync")
+    @mutation
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         f = self._files.get(fh)
         if f is None:
@@ -430,6 +504,7 @@ class WritableOperations(pyfuse3.Operations):
     # ----- attributes ----------------------------------------------------------------------
 
     @handler("setattr")
+    @mutation
     async def setattr(
         self,
         inode: pyfuse3.InodeT,
@@ -466,6 +541,7 @@ class WritableOperations(pyfuse3.Operations):
     # ----- the tree ------------------------------------------------------------------------
 
     @handler("mkdir")
+    @mutation
     async def mkdir(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -478,6 +554,7 @@ class WritableOperations(pyfuse3.Operations):
         return self._entry(path, node)
 
     @handler("mknod")
+    @mutation
     async def mknod(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -493,6 +570,7 @@ class WritableOperations(pyfuse3.Operations):
         return self._entry(path, node)
 
     @handler("symlink")
+    @mutation
     async def symlink(
         self,
         parent_inode: pyfuse3.InodeT,
@@ -505,6 +583,7 @@ class WritableOperations(pyfuse3.Operations):
         return self._entry(path, node)
 
     @handler("unlink")
+    @mutation
     async def unlink(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
@@ -513,6 +592,7 @@ class WritableOperations(pyfuse3.Operations):
         self._unmap(path)
 
     @handler("rmdir")
+    @mutation
     async def rmdir(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
@@ -521,6 +601,7 @@ class WritableOperations(pyfuse3.Operations):
         self._unmap(path)
 
     @handler("rename")
+    @mutation
     async def rename(
         self,
         parent_inode_old: pyfuse3.InodeT,

@@ -156,18 +156,24 @@ class Overlay(OverlayView):
     @staticmethod
     def pinned_version(folder: Path) -> str | None:
         """The version an existing overlay sits on (after a commit: the child), None if there is none."""
+        return Overlay.read_meta(folder).get("lower_version")
+
+    @staticmethod
+    def read_meta(folder: Path) -> dict[str, str]:
+        """An overlay's meta without opening it for writing (empty when there is no overlay): a
+        mount reads here whether a commit was interrupted before it takes the overlay's lock."""
         db = Path(folder) / DB_NAME
         if not db.is_file():
-            return None
+            return {}
         try:
             conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
             try:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'lower_version'").fetchone()
+                rows = conn.execute("SELECT key, value FROM meta").fetchall()
             finally:
                 conn.close()
         except sqlite3.Error as exc:
             raise IntegrityError(f"overlay {folder} is unreadable: {exc}") from exc
-        return None if row is None else str(row[0])
+        return {str(k): str(v) for k, v in rows}
 
     def __enter__(self) -> Overlay:
         return self

@@ -176,3 +176,41 @@ def test_errors_are_fuse_errors(ops: WritableOperations) -> None:
         assert await fuse_errno(ops.read(pyfuse3.FileHandleT(12345), 0, 1)) == errno.EBADF
 
     run(go)
+
+
+def test_frozen_holds_changes_back_and_lets_reads_through(ops: WritableOperations) -> None:
+    """What commit relies on: under ``frozen()`` a change waits, reads answer at once, and the
+    held change runs once the gate opens."""
+
+    async def go() -> None:
+        a = await lookup_path(ops, "a")
+        done: list[str] = []
+
+        async def change() -> None:
+            await ops.mkdir(a.st_ino, b"made", pyfuse3.ModeT(0o755), CTX)
+            done.append("mkdir")
+
+        async with trio.open_nursery() as nursery:
+            async with ops.frozen():
+                nursery.start_soon(change)
+                await trio.sleep(0.2)
+                assert done == []  # held back
+                b = await lookup_path(ops, "a/b.txt")  # reads go on
+                fi = await ops.open(b.st_ino, pyfuse3.FlagT(os.O_RDONLY), CTX)
+                assert await ops.read(fi.fh, 0, 10) == b"bee"
+                await ops.release(fi.fh)
+                with pytest.raises(Exception, match="already running"):
+                    async with ops.frozen():
+                        pass
+                writer = await ops.open(b.st_ino, pyfuse3.FlagT(os.O_RDONLY), CTX)
+                assert ops.open_for_writing() == []
+                await ops.release(writer.fh)
+            await trio.sleep(0.2)
+            assert done == ["mkdir"]
+        fi = await ops.open(b.st_ino, pyfuse3.FlagT(os.O_WRONLY), CTX)
+        assert ops.open_for_writing() == ["a/b.txt"]
+        await ops.release(fi.fh)
+        assert ops.open_for_writing() == []
+        assert (await lookup_path(ops, "a/made")).st_ino > 0
+
+    run(go)
