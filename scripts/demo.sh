@@ -51,6 +51,18 @@ run diff -r "$root/copy" "$root/mnt"
 run dsmount status "$root/mnt"
 run dsmount stats "$root/mnt"
 run dsmount unmount "$root/mnt"
+
+say "mount it writable, edit in place, and commit the edits as version 1.0.2"
+run dsmount mount demo/images "$root/mnt" --writable
+say "through the mount: relabel an image, rename one, drop class0 (rm -r)"
+echo "img0001.bin,2" >> "$root/mnt/labels/train.csv"
+mv "$root/mnt/images/class1-renamed/img0001.bin" "$root/mnt/images/class1-renamed/img0001-relabelled.bin"
+rm -r "$root/mnt/images/class0"
+run dsmount diff "$root/mnt"
+run dsmount commit "$root/mnt" --description "relabelled img0001, dropped class0"
+run dsmount status "$root/mnt"
+run dsmount unmount "$root/mnt"
 trap - EXIT
+run dsmount compare --source demo/images@1.0.1 --target demo/images@1.0.2
 echo
 echo "demo state is in $root (DSMOUNT_HOME=$DSMOUNT_HOME)"

@@ -656,3 +656,36 @@ def test_a_mount_made_in_the_sidecar_namespace_is_seen_from_the_app_namespace(
         if mounted(data):
             subprocess.run(["umount", "-l", str(data)], check=False)
         subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+# ----- the writable variant ---------------------------------------------------------------------
+
+
+def test_writable_sidecar_commits_and_a_restart_carries_on(
+    dsm: Dsm, make_tree: MakeTree, new_mountpoint: NewMountpoint, sidecars: Any
+) -> None:
+    """What the writable Job runs: the sidecar serves an overlay, the app writes, the
+    dsmount-commit container runs ``dsmount commit`` (another process, found by state.json);
+    after a SIGTERM the sidecar exits 0, and a restart with the same arguments serves the child."""
+    vid = make_version(dsm, make_tree({"in/x.txt": "x", "y.txt": "y"}))
+    mnt = new_mountpoint()
+    car = sidecars([vid, mnt, "--writable"])
+    assert wait_for(lambda: ready(dsm, mnt), 60)
+    (mnt / "out").mkdir()
+    (mnt / "out/result.txt").write_text("trained\n")
+    os.unlink(mnt / "y.txt")
+    answer = dsm.json("commit", mnt)
+    assert answer["committed"]
+    assert answer["parent"] == vid
+    committed = [line for line in car.lines() if line.get("event") == "committed"]
+    assert [line["id"] for line in committed] == [answer["id"]]
+    rc, _ = car.stop()
+    assert rc == 0
+    again = sidecars([vid, mnt, "--writable"])
+    assert wait_for(lambda: ready(dsm, mnt), 60)
+    assert "resumed" in again.events()
+    assert dsm.json("status", mnt)["version"] == answer["id"]
+    assert sorted(os.listdir(mnt)) == ["in", "out"]
+    assert (mnt / "out/result.txt").read_text() == "trained\n"
+    rc, _ = again.stop()
+    assert rc == 0
