@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -16,8 +17,22 @@ from typing import Any
 
 import trio
 
-from mountfs.errors import MountError
+from mountfs.errors import (
+    IntegrityError,
+    MountError,
+    MountfsError,
+    NotFoundError,
+    StateError,
+    StoreError,
+    UsageError,
+)
 
+log = logging.getLogger("dsmount.daemon")
+_ERRORS: dict[int, type[MountfsError]] = {
+    e.exit_code: e
+    for e in (MountfsError, UsageError, NotFoundError, StateError, StoreError, IntegrityError, MountError)
+}
+"""An error answered over the socket comes back as the class of its exit code."""
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _MAX_LINE = 1 << 20
 
@@ -47,7 +62,9 @@ def request(path: str, op: str, *, timeout: float | None = 5.0, **args: Any) -> 
     if not isinstance(answer, dict):
         raise MountError("the mount daemon gave a malformed answer")
     if answer.get("error"):
-        raise MountError(str(answer["error"]))
+        code = answer.get("exit_code")
+        cls = _ERRORS.get(code, MountError) if isinstance(code, int) else MountError
+        raise cls(str(answer["error"]))
     return answer
 
 
@@ -96,9 +113,14 @@ async def _connection(stream: trio.abc.Stream, handler: Handler) -> None:
                         raise ValueError("not an object")
                     answer = await handler(req)
                 except ValueError as exc:
-                    answer = {"error": f"bad request: {exc}"}
-                except MountError as exc:
-                    answer = {"error": str(exc)}
+                    answer = {"error": f"bad request: {exc}", "exit_code": UsageError.exit_code}
+                except MountfsError as exc:  # the caller's error, with the exit code it would have had
+                    answer = {"error": str(exc), "exit_code": exc.exit_code}
+                except Exception as exc:  # a bug must not take the mount down with it
+                    log.exception(
+                        "control request %r failed", req.get("op") if isinstance(req, dict) else "?"
+                    )
+                    answer = {"error": f"internal error: {exc}", "exit_code": MountfsError.exit_code}
                 try:
                     await stream.send_all(json.dumps(answer).encode() + b"\n")
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -143,6 +143,14 @@ def test_nothing_to_commit_and_open_writers(dsm: Dsm, tmp_path: Path, new_mountp
         assert "open for writing (c.txt)" in res.err
         assert len(res.err.strip().splitlines()) == 1
     assert dsm.json("status", mnt)["version"] == vid
+    # a failure inside the commit (a version number already taken) keeps its exit code, rolls
+    # the draft back, and leaves the daemon serving and the overlay as it was
+    changes = dsm.json("diff", mnt)["changes"]
+    res = dsm("commit", mnt, "--version", "1.0.0", rc=2)
+    assert "already has a version 1.0.0" in res.err
+    assert dsm.json("diff", mnt)["changes"] == changes
+    assert [r["id"] for r in dsm.json("search", "--not-only-completed")] == [vid]
+    assert Overlay.read_meta(overlay_of(dsm.home, mnt)).get("commit_draft") is None
     assert dsm.json("commit", mnt)["committed"]
     dsm("commit", "/nonexistent/mount", rc=7)
     read_only = new_mountpoint()
