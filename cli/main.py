@@ -101,6 +101,7 @@ COMMAND_MODULES = (
     "mountfs.cli.commands_read",
     "mountfs.cli.commands_admin",
     "mountfs.cli.commands_mount",
+    "mountfs.cli.commands_ui",
 )
 """Each module's ``register(sub)`` adds its subcommands: a new command module is one line here."""
 
