@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -104,14 +104,17 @@ def build(
     ov: Overlay,
     req: CommitRequest,
     open_tree: Callable[[str], TreeIndex],
+    *,
+    keep: Collection[str] = (),
 ) -> CommitResult | None:
     """Worker thread, writes frozen: steps 1-5 for the overlay's changes; None when there are none.
 
     ``ws`` is the commit's own workspace (its catalogue is written from this thread only);
-    ``open_tree`` opens the child's tree for the overlay to sit on (the daemon's workspace).
+    ``open_tree`` opens the child's tree for the overlay to sit on (the daemon's workspace);
+    ``keep``: files open for writing, whose local bytes stay in the overlay (``Overlay.clear``).
     A failure before the version exists rolls the draft back and leaves the overlay as it was."""
     started = time.monotonic()
-    settle(ws, ov, open_tree)  # a commit this mount left half-done comes first
+    settle(ws, ov, open_tree, keep=keep)  # a commit this mount left half-done comes first
     parent = ov.lower.version
     rows = ov.commit_entries()
     if not rows:
@@ -150,7 +153,7 @@ def build(
         _roll_back(ws, ov, draft_id)
         raise
     crash_point("commit.closed")
-    _move_on(ov, manifest.id, open_tree)
+    _move_on(ov, manifest.id, open_tree, keep)
     crash_point("commit.cleared")
     m = manifest
     files = m.stats.files
@@ -170,13 +173,15 @@ def _owned(e: Entry, source: str, draft_id: str) -> tuple[Entry, str]:
     return e, source
 
 
-def _move_on(ov: Overlay, child: str, open_tree: Callable[[str], TreeIndex]) -> None:
+def _move_on(
+    ov: Overlay, child: str, open_tree: Callable[[str], TreeIndex], keep: Collection[str] = ()
+) -> None:
     """Step 5: one transaction clears the overlay onto the child and extends the lineage."""
     parent = ov.lower.version
     chain = (ov.get_meta(LINEAGE) or "").split()
     if not chain or chain[-1] != parent:
         chain = [parent]
-    ov.clear(open_tree(child), meta={NOTE: None, LINEAGE: " ".join([*chain, child])})
+    ov.clear(open_tree(child), meta={NOTE: None, LINEAGE: " ".join([*chain, child])}, keep=keep)
 
 
 def _roll_back(ws: Workspace, ov: Overlay, draft_id: str) -> None:
@@ -191,7 +196,9 @@ def _roll_back(ws: Workspace, ov: Overlay, draft_id: str) -> None:
         log.warning("could not roll back draft %s yet: %s", draft_id, exc)
 
 
-def settle(ws: Workspace, ov: Overlay, open_tree: Callable[[str], TreeIndex]) -> str:
+def settle(
+    ws: Workspace, ov: Overlay, open_tree: Callable[[str], TreeIndex], *, keep: Collection[str] = ()
+) -> str:
     """Finish or undo a commit noted in the overlay; returns 'finished', 'rolled back' or ''."""
     draft_id = ov.get_meta(NOTE)
     if not draft_id:
@@ -200,7 +207,7 @@ def settle(ws: Workspace, ov: Overlay, open_tree: Callable[[str], TreeIndex]) ->
         if ws.catalogue.draft(draft_id) is not None:
             ws.refresh_one(draft_id)
             ws.catalogue.delete_draft(draft_id)
-        _move_on(ov, draft_id, open_tree)
+        _move_on(ov, draft_id, open_tree, keep)
         log.warning("finished commit %s, interrupted after its version was closed", draft_id)
         return "finished"
     d = ws.catalogue.draft(draft_id)

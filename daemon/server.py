@@ -257,15 +257,10 @@ class Daemon:
             raise MountError(f"{self.config.mountpoint} is not a writable mount (mount it with --writable)")
         parent = self.config.version
         async with self.ops.frozen():
-            busy = self.ops.open_for_writing()
-            if busy:
-                shown = ", ".join(busy[:3]) + (", ..." if len(busy) > 3 else "")
-                raise MountError(
-                    f"{len(busy)} file(s) on {self.config.mountpoint} are open for writing ({shown}): "
-                    "close them and commit again"
-                )
+            # files open for writing keep their local bytes (equal to the child's) across the commit
+            keep = self.ops.open_for_writing()
             try:
-                result = await trio.to_thread.run_sync(self._build_commit, request)
+                result = await trio.to_thread.run_sync(self._build_commit, request, keep)
             finally:
                 if ov.lower.version != self.config.version:
                     await trio.to_thread.run_sync(self._repin, ov.lower.version)
@@ -285,7 +280,7 @@ class Daemon:
         )
         return {**answer, **result.as_dict()}
 
-    def _build_commit(self, request: commit.CommitRequest) -> commit.CommitResult | None:
+    def _build_commit(self, request: commit.CommitRequest, keep: list[str]) -> commit.CommitResult | None:
         assert self.overlay is not None
         ws = Workspace(
             self.config.store,
@@ -294,7 +289,7 @@ class Daemon:
             storage_options=self.config.storage_options or None,
         )
         try:
-            return commit.build(ws, self.overlay, request, self.ws.tree)
+            return commit.build(ws, self.overlay, request, self.ws.tree, keep=keep)
         finally:
             ws.close()
 

@@ -296,16 +296,21 @@ class WritableOperations(pyfuse3.Operations):
         return done
 
     def _switch_readers(self, ino: int, node: Node) -> None:
-        """Handles reading the lower bytes of ``ino`` read the data file from now on."""
+        """Read-only handles of ``ino`` read ``node``'s data file from now on: those on the lower
+        bytes, and those on a data file a commit has since dropped (its bytes went into the
+        version the copy-up just started from)."""
         if node.data is None:
             return
         self._copied[ino] = self._copied.get(ino, 0) + 1
         for f in self._files.values():
-            if f.ino == ino and f.fd < 0 and f.lower is not None:
-                f.fd = os.open(node.data, os.O_RDONLY | os.O_CLOEXEC)
+            if f.ino != ino or f.writing or (f.fd >= 0 and f.node.id == node.id):
+                continue
+            fd = os.open(node.data, os.O_RDONLY | os.O_CLOEXEC)
+            if f.fd >= 0:
+                os.close(f.fd)
+            if f.lower is not None:
                 self.reader.release(f.lower)
-                f.lower = None
-                f.node = node
+            f.fd, f.lower, f.node = fd, None, node
 
     # ----- lookups and listing -------------------------------------------------------------
 

@@ -53,7 +53,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -545,18 +545,40 @@ class Overlay(OverlayView):
         """Commit's input: ``(entry, source)`` rows for a draft (see ``overlay_changes.commit_entries``)."""
         return overlay_changes.commit_entries(self)
 
-    def clear(self, lower: LowerTree | TreeIndex | None = None, meta: Mapping[str, str | None] = {}) -> None:
+    def clear(
+        self,
+        lower: LowerTree | TreeIndex | None = None,
+        meta: Mapping[str, str | None] = {},
+        *,
+        keep: Collection[str] = (),
+    ) -> None:
         """Forget every change, in one transaction, and sit on ``lower`` from now on (after a commit:
         the child version, recorded in the same transaction, so a crash leaves the old overlay on
         the old version or an empty one on the child). ``meta`` is applied in the same
-        transaction (see ``set_meta``)."""
+        transaction (see ``set_meta``).
+
+        ``keep``: paths whose local bytes stay (files open for writing across a commit: their
+        descriptors keep pointing at rows the view still has). Their bytes must equal what
+        ``lower`` holds at those paths, so they change nothing until written again."""
         new_lower: LowerTree = (
             self.lower if lower is None else IndexLower(lower) if isinstance(lower, TreeIndex) else lower
         )
         with self._tx() as conn:
-            dropped = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE data = 1")]
-            conn.execute("DELETE FROM nodes")
-            conn.execute("DELETE FROM hashes")
+            kept = {
+                int(r[0])
+                for path in keep
+                for r in conn.execute(
+                    "SELECT id FROM nodes WHERE path = ? AND data = 1 AND kind = ?", (path, FILE)
+                )
+            }
+            dropped = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE data = 1") if r[0] not in kept]
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS kept(id INTEGER PRIMARY KEY)")
+            conn.execute("DELETE FROM kept")
+            conn.executemany("INSERT INTO kept(id) VALUES (?)", [(i,) for i in kept])
+            conn.execute("DELETE FROM nodes WHERE id NOT IN (SELECT id FROM kept)")
+            conn.execute("DELETE FROM hashes WHERE id NOT IN (SELECT id FROM kept)")
+            conn.execute("UPDATE nodes SET ref_path = '', opaque = 0")
+            conn.execute("DELETE FROM kept")
             self._put_meta(conn, {**meta, "lower_version": new_lower.version}, internal=True)
             self.lower = new_lower
         self._drop_data(dropped)  # what a crash leaves here, the next open removes

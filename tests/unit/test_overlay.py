@@ -756,6 +756,25 @@ def test_clear_empties_everything(env: Env) -> None:
     assert fresh.id > 1
 
 
+def test_clear_keeps_the_local_bytes_it_is_asked_to(env: Env) -> None:
+    """What a commit does for a file still open for writing: its row and data file stay, every
+    other row and data file goes, and the kept file is no change over a lower that has its bytes."""
+    kept = env.ov.create("open.txt")
+    env.ov.write("open.txt", 0, b"still open")
+    env.ov.create("closed.txt")
+    env.ov.unlink("top.txt")
+    env.ov.clear(keep=["open.txt", "top.txt", "nowhere"])
+    assert [r.path for r in env.ov.rows()] == ["open.txt"]
+    assert os.listdir(env.ov.upper) == [str(kept.id)]
+    node = env.ov.lookup("open.txt")
+    assert node is not None
+    assert node.id == kept.id
+    assert node.data is not None
+    assert node.size == len(b"still open")
+    assert env.ov.lookup("closed.txt") is None
+    assert env.ov.lookup("top.txt") is not None  # a whiteout is never kept
+
+
 # -- the change set and commit's input -----------------------------------------------------------
 
 
