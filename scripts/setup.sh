@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything a fresh Debian machine needs to run dsmount and its tests: system packages,
 # a virtual environment in .venv with the package (editable) and its test extras, the
-# object-store emulators and the Kubernetes manifest checkers.
+# object-store emulators, the Kubernetes manifest checkers and a headless browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,9 @@ if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade 
 fi
 rm -f "$log"
 .venv/bin/python -c "import mountfs, pyfuse3" || { echo "setup: install failed" >&2; exit 1; }
-# What the tests start or run besides dsmount: S3/GCS/Azure emulators, Kubernetes manifest checkers.
+# What the tests start or run besides dsmount: S3/GCS/Azure emulators, Kubernetes manifest checkers,
+# and Debian's Chromium with Playwright for the browser tests of `dsmount ui`.
 bash scripts/install_emulators.sh
 bash scripts/install_k8s_tools.sh
+bash scripts/install_browser.sh
 echo "setup: ready (.venv/bin/dsmount)" >&2
