@@ -35,7 +35,7 @@ export async function comparePage(app, params) {
       h(`td.status-pill.${it.status}`, {}, it.status),
       h("td.mono", {}, it.path),
       h("td.num", { title: it.old_size === null || it.old_size === undefined ? "" : `${num(it.old_size)} bytes` }, human(it.old_size)),
-      h("td.num", { title: it.size === null || it.size === undefined ? "" : `${num(it.size)} bytes` }, human(it.size)),
+      h("td.num", { title: it.size === null || it.size === undefined ? "" : `${num(it.size)} bytes` }, it.status === "removed" ? "" : human(it.size)),
       h("td.hash", { title: it.sha256 || "" }, it.sha256 ? it.sha256.slice(0, 16) : ""),
     ));
     if (!rows.length) rows.push(h("tr", { testid: "cmp-empty" }, h("td.muted", { colspan: 5 }, "No differences.")));
