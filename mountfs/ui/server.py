@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import queue
+import signal
 import socket
 import threading
 import time
@@ -290,19 +291,21 @@ def create_app(
     async def not_found(request: Request) -> Any:
         raise ApiError(404, f"no such API endpoint: {request.method} {request.url.path}")
 
+    # {ref:path}: a name reference (project/name[@version]) holds slashes. The endpoint words
+    # after it are tried first, so a dataset named like one of them needs @version or its id.
     api: list[BaseRoute] = [
         Route("/api/info", endpoint(info)),
         Route("/api/datasets", endpoint(datasets)),
-        Route("/api/versions/{ref}", endpoint(version)),
-        Route("/api/versions/{ref}/changes", endpoint(changes)),
-        Route("/api/versions/{ref}/tree", endpoint(tree)),
-        Route("/api/versions/{ref}/lineage", endpoint(lineage)),
         Route("/api/compare", endpoint(compare)),
         Route("/api/mounts", endpoint(mounts)),
-        Route("/api/versions/{ref}/publish", endpoint(action(publish)), methods=["POST"]),
-        Route("/api/versions/{ref}/delete", endpoint(action(delete)), methods=["POST"]),
-        Route("/api/versions/{ref}/description", endpoint(action(description)), methods=["POST"]),
-        Route("/api/versions/{ref}/tags", endpoint(action(tags)), methods=["POST"]),
+        Route("/api/versions/{ref:path}/changes", endpoint(changes)),
+        Route("/api/versions/{ref:path}/tree", endpoint(tree)),
+        Route("/api/versions/{ref:path}/lineage", endpoint(lineage)),
+        Route("/api/versions/{ref:path}/publish", endpoint(action(publish)), methods=["POST"]),
+        Route("/api/versions/{ref:path}/delete", endpoint(action(delete)), methods=["POST"]),
+        Route("/api/versions/{ref:path}/description", endpoint(action(description)), methods=["POST"]),
+        Route("/api/versions/{ref:path}/tags", endpoint(action(tags)), methods=["POST"]),
+        Route("/api/versions/{ref:path}", endpoint(version)),
         Route("/api/{rest:path}", endpoint(not_found), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
 
@@ -337,6 +340,20 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._on_ready = on_ready
         self.port = 0
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM stop the server, which then returns normally (exit status 0);
+        uvicorn's own version re-raises the signal after the shutdown."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)

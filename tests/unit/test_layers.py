@@ -9,10 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = {"errors", "config", "progress"}
-LAYERS = ["storage", "snapshot", "catalogue", "tree", "api", "fuse", "daemon", "facade", "cli"]
+LAYERS = ["storage", "snapshot", "catalogue", "tree", "api", "fuse", "daemon", "facade", "ui", "cli"]
 FOLDERS = {"mountfs": None, "daemon": "daemon", "cli": "cli"}
 FACADE = "mountfs.api.dataset"
-"""mountfs.Dataset sits above the daemon (its mount() starts one) and below the CLI."""
+"""mountfs.Dataset sits above the daemon (its mount() starts one) and below the web UI and the CLI."""
 
 
 def _layer_of_module(module: str) -> int | None:
