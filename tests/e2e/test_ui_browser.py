@@ -175,16 +175,34 @@ def browser() -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
-def page(browser: BrowserContext) -> Iterator[Page]:
-    """A fresh tab; the test fails on any uncaught script error or failed request of the page."""
+def page_errors() -> list[str]:
+    """What went wrong in the test's tab: script errors, failed requests, HTTP answers >= 400."""
+    return []
+
+
+@pytest.fixture
+def page(browser: BrowserContext, page_errors: list[str]) -> Iterator[Page]:
+    """A fresh tab; the test fails on anything in ``page_errors`` it did not clear itself."""
     tab = browser.new_page()
-    errors: list[str] = []
+    errors = page_errors
     tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
     tab.on(
         "console",
-        lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
+        lambda msg: (
+            errors.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
     )
     tab.on("requestfailed", lambda req: errors.append(f"request failed: {req.url} {req.failure}"))
+    tab.on(
+        "response",
+        lambda resp: (
+            errors.append(f"HTTP {resp.status} {resp.request.method} {resp.url}")
+            if resp.status >= 400
+            else None
+        ),
+    )
     yield tab
     tab.close()
     assert errors == [], "\n".join(errors)
@@ -473,7 +491,7 @@ def test_mounts_page_shows_a_live_mount(cat: Catalogue, server: Server, page: Pa
 # ----- actions ----------------------------------------------------------------------------------------
 
 
-def test_edit_description_and_tags_after_confirmation(cat: Catalogue, page: Page) -> None:
+def test_actions_after_confirmation(cat: Catalogue, page: Page, page_errors: list[str]) -> None:
     before = cat.dsm.json("show", cat.v3)
     with ui_server(cat.dsm, "--allow-changes") as srv:
         open_page(page, f"{srv.url}/v/{cat.v3}")
@@ -507,3 +525,39 @@ def test_edit_description_and_tags_after_confirmation(cat: Catalogue, page: Page
         expect(page.get_by_test_id("meta-tags").get_by_test_id("tag")).to_have_text(["renamed", "checked"])
         assert cat.dsm.json("show", cat.v3)["tags"] == ["renamed", "checked"]
         shot(page, "dataset-edited")
+
+        # publish v3: confirmed, then the list's state filter finds it
+        expect(page.get_by_test_id("state").first).to_have_text("closed")
+        page.get_by_test_id("action-publish").click()
+        expect(page.get_by_test_id("confirm-message")).to_contain_text("proj/data@1.0.2")
+        with page.expect_navigation():
+            page.get_by_test_id("confirm-ok").click()
+        page.wait_for_selector("body[data-ready='1']")
+        expect(page.get_by_test_id("version-title").get_by_test_id("state")).to_have_text("published")
+        assert cat.dsm.json("show", cat.v3)["state"] == "published"
+        expect(page.get_by_test_id("action-publish")).to_have_count(0)
+        open_page(page, f"{srv.url}/")
+        page.get_by_test_id("filter-state").select_option("published")
+        expect(page.get_by_test_id("dataset-row")).to_have_count(1)
+        assert row_ids(page) == [cat.v3]
+
+        # delete the version nobody depends on: back on the list, and gone from the catalogue
+        open_page(page, f"{srv.url}/v/{cat.other}")
+        page.get_by_test_id("action-delete").click()
+        expect(page.get_by_test_id("confirm-dialog")).to_be_visible()
+        with page.expect_navigation():
+            page.get_by_test_id("confirm-ok").click()
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.url.rstrip("/") == srv.url
+        expect(page.get_by_test_id("dataset-row")).to_have_count(4)
+        assert cat.other not in row_ids(page)
+        assert cat.other not in {v["id"] for v in cat.dsm.json("search")}
+
+        # a refusal (v1 is a parent) is shown on the page, and nothing changes
+        open_page(page, f"{srv.url}/v/{cat.v1}")
+        page.get_by_test_id("action-delete").click()
+        page.get_by_test_id("confirm-ok").click()
+        expect(page.get_by_test_id("action-status").get_by_test_id("error")).to_have_count(1)
+        assert cat.v1 in {v["id"] for v in cat.dsm.json("search")}
+        assert page_errors == [f"HTTP 409 POST {srv.url}/api/versions/{cat.v1}/delete"]
+        page_errors.clear()

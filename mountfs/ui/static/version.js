@@ -287,7 +287,9 @@ function actions(v) {
       }, "Edit tags"),
       h("button.danger", {
         testid: "action-delete",
-        onclick: () => run("Delete this version?", `${versionLabel(v)} (${v.id}) and its data are deleted.`, "delete", () => ({}), {
+        onclick: () => run("Delete this version?",
+          `${versionLabel(v)} (${v.id}) and its data are deleted.${v.state === "published" ? " It is published: it is deleted anyway (force)." : ""}`,
+          "delete", () => (v.state === "published" ? { force: true } : {}), {
           okLabel: "Delete", danger: true,
         }),
       }, "Delete"),
