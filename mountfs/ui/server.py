@@ -401,9 +401,13 @@ def serve(
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; ``on_ready(url, port)`` once the server listens."""
-    # Fail early, on the terminal, if the store or home cannot be opened.
+    # Fail early, on the terminal, if the home cannot be opened or the store read.
     factory = workspace_factory or (lambda: Workspace(store=store, home=home))
-    factory().close()
+    ws = factory()
+    try:
+        ws.refresh()
+    finally:
+        ws.close()
     sock = bind(host, port)
     app = create_app(factory, allow_changes=allow_changes)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
