@@ -319,6 +319,8 @@ def test_version_page_matches_show(cat: Catalogue, server: Server, page: Page) -
         for r in page.get_by_test_id("change-row").all()
     }
     assert changes == {"c/new.txt": "added", "keep.txt": "modified", "old.txt": "removed"}
+    assert "null" not in page.get_by_test_id("app").inner_text().split()
+    assert "undefined" not in page.get_by_test_id("app").inner_text()
     # read-only server: no actions at all
     expect(page.get_by_test_id("actions")).to_have_count(0)
     shot(page, "dataset")
@@ -350,6 +352,7 @@ def test_content_tree_browses_folders_in_pages(cat: Catalogue, server: Server, p
     # navigate into many/ (250 files): 200 first, then the rest
     tree.locator("[data-testid=tree-row][data-path='many']").get_by_test_id("tree-open").click()
     expect(tree).to_have_attribute("data-path", "many")
+    expect(page.get_by_test_id("tree-crumbs")).to_have_text("/many/")
     expect(rows).to_have_count(200)
     assert tree.get_attribute("data-total") == "250"
     assert "path=many" in page.url

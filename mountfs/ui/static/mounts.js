@@ -11,7 +11,7 @@ export async function mountsPage(app) {
       const d = await api("/api/mounts");
       const rows = d.items.map((m) => h("tr", { testid: "mount-row", dataset: { mountpoint: m.mountpoint } },
         h("td.mono", { testid: "mount-point" }, m.mountpoint),
-        h("td", { testid: "mount-state" }, h(`span.badge.${m.state === "mounted" || m.state === "running" ? "published" : "draft"}`, {}, m.state)),
+        h("td", { testid: "mount-state" }, h(`span.badge.${m.ready ? "published" : "draft"}`, { title: m.error || "" }, m.state)),
         h("td", {}, m.version ? h("a.mono", { href: `/v/${m.version}`, title: m.version }, short(m.version)) : ""),
         h("td", {}, m.label || ""),
         h("td.num", {}, m.pid === null || m.pid === undefined ? "" : String(m.pid)),

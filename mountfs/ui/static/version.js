@@ -12,7 +12,7 @@ export async function versionPage(app, id, params) {
   document.title = `${versionLabel(v)} · dsmount`;
   const s = v.stats || {};
   const lineageBox = h("div.dag", { id: "dag", testid: "dag" });
-  app.replaceChildren(
+  app.replaceChildren(h("div", {},
     h("h1", { testid: "version-title" }, versionLabel(v), " ", badge(v.state)),
     i.allow_changes ? actions(v) : null,
     h("div.grid2", {},
@@ -61,7 +61,7 @@ export async function versionPage(app, id, params) {
     h("section.card", { testid: "oplog" }, h("h2", {}, "Operation log"), oplog(v.oplog || [])),
     h("section.card", { testid: "changes" }, h("h2", {}, "Differential snapshot"), changesTable(v.id)),
     h("section.card", { testid: "content" }, h("h2", {}, "Content"), contentTree(v.id, params.get("path") || "")),
-  );
+  ));
   try {
     const lin = await api(`/api/versions/${encodeURIComponent(v.id)}/lineage`);
     drawLineage(lineageBox, lin, v.id);
@@ -97,7 +97,8 @@ function oplog(entries) {
   return h("table", { testid: "oplog-table" },
     h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c)))),
     h("tbody", {}, entries.map((e) => h("tr", { testid: "oplog-row" },
-      cols.map((c) => h(`td${c === "command" || c === "args" ? ".mono" : ""}`, {}, cell(e[c])))))),
+      cols.map((c) => h(`td${c === "command" || c === "args" ? ".mono" : ""}`, {},
+        c === "time" ? when(e[c]) : cell(e[c])))))),
   );
 }
 
@@ -159,13 +160,13 @@ function contentTree(id, startPath) {
     history.replaceState(null, "", u.pathname + u.search);
     table.dataset.path = path;
     const parts = path ? path.split("/") : [];
-    crumbs.replaceChildren(
+    crumbs.replaceChildren(h("span", {},
       h("a", { href: "#", testid: "crumb", onclick: (e) => { e.preventDefault(); go(""); } }, "/"),
       parts.map((p, k) => {
         const sub = parts.slice(0, k + 1).join("/");
         return [h("a", { href: "#", testid: "crumb", onclick: (e) => { e.preventDefault(); go(sub); } }, p), "/"];
       }),
-    );
+    ));
     tbody.replaceChildren();
     listInto(path, 0, null, 0, []);
   };
