@@ -28,7 +28,7 @@ async def _shell(request: Request) -> Response:
 
 routes: list[BaseRoute] = [
     Route("/", _shell, methods=["GET"], name="page_datasets"),
-    Route("/v/{id}", _shell, methods=["GET"], name="page_version"),
+    Route("/v/{ref:path}", _shell, methods=["GET"], name="page_version"),
     Route("/compare", _shell, methods=["GET"], name="page_compare"),
     Route("/mounts", _shell, methods=["GET"], name="page_mounts"),
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

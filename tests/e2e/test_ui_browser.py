@@ -409,6 +409,21 @@ def test_lineage_graph_matches_the_dag_and_opens_versions(cat: Catalogue, server
     assert page.get_by_test_id("meta-id").inner_text() == cat.v3
 
 
+def test_version_page_by_name_and_unknown_version(
+    cat: Catalogue, server: Server, page: Page, page_errors: list[str]
+) -> None:
+    open_page(page, f"{server.url}/v/proj/data@1.0.2")
+    assert page.get_by_test_id("meta-id").inner_text() == cat.v3
+    open_page(page, f"{server.url}/v/{cat.v3[:8]}")
+    assert page.get_by_test_id("meta-id").inner_text() == cat.v3
+    page.goto(f"{server.url}/v/proj/nosuch@9")
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.get_by_test_id("error")).to_have_count(1)
+    assert len(page_errors) == 1
+    assert page_errors[0].startswith("HTTP 404 GET ")
+    page_errors.clear()
+
+
 # ----- compare ----------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ async function route() {
   let page;
   let m;
   if (path === "/" || path === "") page = () => datasetsPage(app, params);
-  else if ((m = path.match(/^\/v\/([^/]+)\/?$/))) page = () => versionPage(app, m[1], params);
+  else if ((m = path.match(/^\/v\/(.+?)\/?$/))) page = () => versionPage(app, m[1], params);
   else if (path === "/compare" || path === "/compare/") page = () => comparePage(app, params);
   else if (path === "/mounts" || path === "/mounts/") page = () => mountsPage(app);
   else page = async () => app.replaceChildren(errorBox(`no page at ${path}`));

@@ -8,7 +8,9 @@ import { drawLineage } from "./lineage.js";
 const PAGE = 200;
 
 export async function versionPage(app, id, params) {
-  const [v, i] = await Promise.all([api(`/api/versions/${encodeURIComponent(id)}`), info().catch(() => ({}))]);
+  // a reference may be an id, a prefix or project/name[@version] (slashes kept)
+  const ref = id.split("/").map(encodeURIComponent).join("/");
+  const [v, i] = await Promise.all([api(`/api/versions/${ref}`), info().catch(() => ({}))]);
   document.title = `${versionLabel(v)} · dsmount`;
   const s = v.stats || {};
   const lineageBox = h("div.dag", { id: "dag", testid: "dag" });
