@@ -218,6 +218,31 @@ def test_sigterm_stops_with_status_0(store: Store) -> None:
     assert s.stderr == "dsmount ui: stopped\n"
 
 
+def test_json_ready_line_and_sigint(store: Store) -> None:
+    proc = subprocess.Popen(
+        [str(DSMOUNT), "ui", "--port", "0", "--json", "--allow-changes"],
+        env=store.dsm.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        doc = json.loads(proc.stdout.readline()) if ready else {}
+        assert doc["host"] == "127.0.0.1"
+        assert doc["allow_changes"] is True
+        assert doc["url"] == f"http://127.0.0.1:{doc['port']}/"
+        assert httpx.get(doc["url"] + "api/info", timeout=30).json()["allow_changes"] is True
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
 def test_port_in_use_is_one_line_and_exit_2(store: Store, server: Server) -> None:
     port = server.url.rstrip("/").rsplit(":", 1)[1]
     rc, out, err = store.dsm("ui", "--port", port, rc=None)
