@@ -290,6 +290,29 @@ def test_search_filters_and_sort_narrow_the_list(cat: Catalogue, server: Server,
     expect(page.get_by_test_id("cell-version")).to_have_text(["1.0.0", "1.0.1", "1.0.2", "1.0.3"])
     page.get_by_test_id("col-version").click()
     expect(page.get_by_test_id("cell-version")).to_have_text(["1.0.3", "1.0.2", "1.0.1", "1.0.0"])
+    page.get_by_test_id("col-files").click()  # numbers: largest first
+    expect(page.get_by_test_id("col-files")).to_contain_text("▼")
+    expect(page.get_by_test_id("cell-files").first).to_have_text("256")
+    assert page.get_by_test_id("dataset-row").first.get_attribute("data-id") == cat.v4
+
+
+def test_list_pages(cat: Catalogue, server: Server, page: Page) -> None:
+    newest_first = [v["id"] for v in sorted(cat.dsm.json("search"), key=lambda v: v["created"], reverse=True)]
+    open_page(page, server.url + "/?limit=2")
+    expect(page.get_by_test_id("dataset-row")).to_have_count(2)
+    assert row_ids(page) == newest_first[0:2]
+    expect(page.get_by_test_id("pager-range")).to_have_text("1–2 of 5")
+    expect(page.get_by_test_id("pager-prev")).to_be_disabled()
+    page.get_by_test_id("pager-next").click()
+    expect(page.get_by_test_id("pager-range")).to_have_text("3–4 of 5")
+    assert row_ids(page) == newest_first[2:4]
+    page.get_by_test_id("pager-next").click()
+    expect(page.get_by_test_id("pager-range")).to_have_text("5–5 of 5")
+    assert row_ids(page) == newest_first[4:]
+    expect(page.get_by_test_id("pager-next")).to_be_disabled()
+    assert "offset=4" in page.url
+    page.get_by_test_id("pager-prev").click()
+    expect(page.get_by_test_id("pager-range")).to_have_text("3–4 of 5")
 
 
 # ----- one version ------------------------------------------------------------------------------------
@@ -324,6 +347,10 @@ def test_version_page_matches_show(cat: Catalogue, server: Server, page: Page) -
     # read-only server: no actions at all
     expect(page.get_by_test_id("actions")).to_have_count(0)
     shot(page, "dataset")
+    page.get_by_test_id("changes-status").select_option("removed")
+    expect(page.get_by_test_id("change-row")).to_have_count(1)
+    expect(page.get_by_test_id("change-row")).to_have_attribute("data-path", "old.txt")
+    expect(page.get_by_test_id("changes-pager-range")).to_have_text("1–1 of 1")
 
 
 def test_content_tree_browses_folders_in_pages(cat: Catalogue, server: Server, page: Page) -> None:
@@ -389,6 +416,13 @@ def test_lineage_graph_matches_the_dag_and_opens_versions(cat: Catalogue, server
     stats2 = cat.dsm.json("show", cat.v2)["stats"]
     label2 = page.evaluate(f"window.dsmountGraph.getElementById('{cat.v2}').data('label')")
     assert label2 == f"data@1.0.1\n+{stats2['added']} ~{stats2['modified']} -{stats2['removed']}"
+    # drawn top-down: every parent above its children
+    for child, parents in lineage.items():
+        for parent in parents:
+            ys = page.evaluate(
+                f"['{parent}', '{child}'].map(i => window.dsmountGraph.getElementById(i).position('y'))"
+            )
+            assert ys[0] < ys[1], f"{parent} is not above {child}"
     shot(page, "dag", "[data-testid=dag]")
 
     # the oldest version: itself plus its direct children (v2 and v3)

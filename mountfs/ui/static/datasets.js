@@ -1,7 +1,7 @@
 // "/": the datasets (versions) of the catalogue, searchable, filterable, sortable and paged.
 import { api, badge, errorBox, h, human, num, pager, qs, short, tags, when } from "./util.js";
 
-const LIMIT = 50;
+const LIMIT = 50; // rows a page, unless the URL says ?limit=
 
 // [key, label, API sort key or null, numeric]
 const COLUMNS = [
@@ -24,24 +24,26 @@ export async function datasetsPage(app, params) {
     sort: params.get("sort") || "created",
     order: params.get("order") || "desc",
     offset: Number(params.get("offset") || 0),
+    limit: Math.min(1000, Math.max(1, Number(params.get("limit")) || LIMIT)),
   };
   const results = h("div", { testid: "datasets" });
   let seq = 0;
 
   const load = async () => {
     const mine = ++seq;
-    const query = { ...state, limit: LIMIT };
+    const query = { ...state };
     if (!query.offset) delete query.offset;
     const urlState = { ...state };
     if (urlState.sort === "created") delete urlState.sort;
     if (urlState.order === "desc") delete urlState.order;
     if (!urlState.offset) delete urlState.offset;
+    if (urlState.limit === LIMIT) delete urlState.limit;
     history.replaceState(null, "", `/${qs(urlState)}`);
     results.dataset.loading = "1";
     try {
       const data = await api(`/api/datasets${qs(query)}`);
       if (mine !== seq) return;
-      results.replaceChildren(table(data), pager(data.total, state.offset, LIMIT, (o) => {
+      results.replaceChildren(table(data), pager(data.total, state.offset, state.limit, (o) => {
         state.offset = o;
         load();
       }));
