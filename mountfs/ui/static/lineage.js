@@ -24,7 +24,7 @@ export function drawLineage(box, lineage, current) {
       group: "nodes",
       data: {
         id: n.id,
-        label: `${n.name}@${n.version}\n${summary(n.stats)}`,
+        label: n.state === "missing" ? `${n.id.slice(0, 12)}\n(missing)` : `${n.name}@${n.version}\n${summary(n.stats)}`,
         title: `${n.project}/${n.name}@${n.version} (${n.state})`,
         state: n.state,
       },
@@ -61,6 +61,7 @@ export function drawLineage(box, lineage, current) {
       },
       { selector: "node[state = 'published']", style: { "background-color": "#dcefe2", "border-color": "#1c7c3a" } },
       { selector: "node[state = 'draft']", style: { "background-color": "#fbeedb", "border-color": "#a86400" } },
+      { selector: "node[state = 'missing']", style: { "background-color": "#eeeeee", "border-style": "dashed", color: "#6b7383" } },
       { selector: "node.current", style: { "border-width": 3, "border-color": "#b3261e", "font-weight": "bold" } },
       {
         selector: "edge",
