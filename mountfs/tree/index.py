@@ -385,6 +385,46 @@ class TreeIndex:
         )
         return [_node(row) for row in cur]
 
+    def folder_ino(self, path: str) -> int | None:
+        """The inode of the folder at ``path`` ('' is the root); None when it is not a folder."""
+        if path == "":
+            return ROOT_INO
+        found = self._query("SELECT ino FROM nodes WHERE path = ? AND kind = ?", (path, DIR)).fetchone()
+        return None if found is None else int(found[0])
+
+    def child_counts(self, ino: int) -> tuple[int, int]:
+        """(children, of which folders) of folder ``ino``: two index-only counts."""
+        total = self._query("SELECT COUNT(*) FROM nodes WHERE parent = ? AND ino != ?", (ino, ROOT_INO))
+        dirs = self._query(
+            "SELECT COUNT(*) FROM nodes WHERE parent = ? AND ino != ? AND kind = ?", (ino, ROOT_INO, DIR)
+        )
+        return int(total.fetchone()[0]), int(dirs.fetchone()[0])
+
+    def children_page(self, ino: int, offset: int, limit: int, folders: int) -> list[Node]:
+        """Children of folder ``ino`` listed folders first, then by name, from ``offset`` (a page of
+        a browsable listing). ``folders`` is how many children are folders (``child_counts``): a
+        folder of files alone is paged by the ``(parent, name)`` index with no filter."""
+        rows: list[Node] = []
+        if offset < folders:
+            cur = self._query(
+                f"SELECT {_COLUMNS} FROM nodes WHERE parent = ? AND ino != ? AND kind = ? "
+                "ORDER BY name LIMIT ? OFFSET ?",
+                (ino, ROOT_INO, DIR, limit, offset),
+            )
+            rows.extend(_node(r) for r in cur)
+        if len(rows) < limit:
+            rest = (limit - len(rows), max(0, offset - folders))
+            params: tuple[Any, ...]
+            if folders == 0:
+                sql, params = "parent = ? AND ino != ?", (ino, ROOT_INO, *rest)
+            else:
+                sql, params = "parent = ? AND ino != ? AND kind != ?", (ino, ROOT_INO, DIR, *rest)
+            cur = self._query(
+                f"SELECT {_COLUMNS} FROM nodes WHERE {sql} ORDER BY name LIMIT ? OFFSET ?", params
+            )
+            rows.extend(_node(r) for r in cur)
+        return rows
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -34,14 +34,13 @@ from mountfs.errors import (
 from mountfs.snapshot.entries import LINK, TOMBSTONE, Entry
 from mountfs.snapshot.manifest import CLOSED, DRAFT, PUBLISHED, Manifest, Stats
 from mountfs.tree.diff import TreeDiff
-from mountfs.tree.index import DIR, ROOT_INO, TreeIndex
+from mountfs.tree.index import DIR, Node, TreeIndex
 
 STATES = (CLOSED, PUBLISHED, DRAFT)
 SORT_KEYS = ("created", "project", "name", "version", "files", "bytes")
 MAX_LIMIT = 1000
 """Largest page any endpoint returns: a browser renders that many rows, not 100,000."""
 READ_ONLY = "read-only: start dsmount ui with --allow-changes"
-
 
 
 class _Lru:
@@ -338,35 +337,24 @@ def changes(
 
 # ----- /api/versions/{ref}/tree -------------------------------------------------------------------
 
-_NODE_COLUMNS = "name, path, kind, size, sha256, target, origin, mode, mtime_ns"
-
 
 def _folder_counts(index: TreeIndex, ino: int) -> tuple[int, int]:
     """(children, sub-folders) of a folder: counted once per index, the tree never changes."""
-
-    def count() -> tuple[int, int]:
-        total = index._query("SELECT COUNT(*) FROM nodes WHERE parent = ? AND ino != ?", (ino, ROOT_INO))
-        dirs = index._query(
-            "SELECT COUNT(*) FROM nodes WHERE parent = ? AND ino != ? AND kind = ?", (ino, ROOT_INO, DIR)
-        )
-        return int(total.fetchone()[0]), int(dirs.fetchone()[0])
-
-    result: tuple[int, int] = _folder_cache.get((str(index.path), ino), count)
+    result: tuple[int, int] = _folder_cache.get((str(index.path), ino), lambda: index.child_counts(ino))
     return result
 
 
-def _node_item(row: tuple[Any, ...]) -> dict[str, Any]:
-    name, path, kind, size, sha256, target, origin, mode, mtime_ns = row
+def _node_item(n: Node) -> dict[str, Any]:
     return {
-        "name": name,
-        "path": path,
-        "kind": kind,
-        "size": None if kind == DIR else size,
-        "sha256": sha256 or "",
-        "target": target or "",
-        "origin": origin or "",
-        "mode": mode,
-        "mtime_ns": mtime_ns,
+        "name": n.name,
+        "path": n.path,
+        "kind": n.kind,
+        "size": None if n.kind == DIR else n.size,
+        "sha256": n.sha256,
+        "target": n.target,
+        "origin": n.origin,
+        "mode": n.mode,
+        "mtime_ns": n.mtime_ns,
     }
 
 
@@ -381,39 +369,12 @@ def tree(ws: Workspace, ref: str, *, path: str = "", offset: int = 0, limit: int
     _manifest(ws, vid)
     index = ws.tree(vid)
     folder = path.strip().strip("/")
-    if folder == "":
-        ino = ROOT_INO
-    else:
-        found = index._query("SELECT ino, kind FROM nodes WHERE path = ?", (folder,)).fetchone()
-        if found is None or found[1] != DIR:
-            what = "a file, not a folder" if found is not None else "not in this version"
-            raise PathNotFoundError(f"{folder!r} is {what}")
-        ino = int(found[0])
+    ino = index.folder_ino(folder)
+    if ino is None:
+        what = "a file, not a folder" if index.get(folder) is not None else "not in this version"
+        raise PathNotFoundError(f"{folder!r} is {what}")
     total, dirs = _folder_counts(index, ino)
-    rows: list[tuple[Any, ...]] = []
-    if offset < dirs:
-        rows.extend(
-            index._query(
-                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND ino != ? AND kind = ? "
-                "ORDER BY name LIMIT ? OFFSET ?",
-                (ino, ROOT_INO, DIR, limit, offset),
-            )
-        )
-    if len(rows) < limit and offset + len(rows) < total:
-        file_offset = max(0, offset - dirs)
-        if dirs == 0:  # the common huge folder: the (parent, name) index alone pages it
-            sql = (
-                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND ino != ? "
-                "ORDER BY name LIMIT ? OFFSET ?"
-            )
-            params: tuple[Any, ...] = (ino, ROOT_INO, limit - len(rows), file_offset)
-        else:
-            sql = (
-                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND ino != ? AND kind != ? "
-                "ORDER BY name LIMIT ? OFFSET ?"
-            )
-            params = (ino, ROOT_INO, DIR, limit - len(rows), file_offset)
-        rows.extend(index._query(sql, params))
+    rows = index.children_page(ino, offset, limit, dirs) if offset < total else []
     return {
         "id": vid,
         "path": folder,
@@ -421,7 +382,7 @@ def tree(ws: Workspace, ref: str, *, path: str = "", offset: int = 0, limit: int
         "folders": dirs,
         "offset": offset,
         "limit": limit,
-        "items": [_node_item(r) for r in rows],
+        "items": [_node_item(n) for n in rows],
     }
 
 

@@ -115,6 +115,29 @@ def test_children_paging(tmp_path: Path) -> None:
         assert names == sorted(tree_path.split("/")[1] for tree_path in tree)
 
 
+@pytest.mark.parametrize("limit", [1, 3, 7, 100])
+def test_children_page_lists_folders_first_at_any_offset(tmp_path: Path, limit: int) -> None:
+    names = ["b.txt", "a", "c", "A.bin", "z.txt", "m"]
+    tree = {f"top/{n}/inner.txt" if n in ("a", "c", "m") else f"top/{n}": None for n in names}
+    entries = {p: Entry(p, FILE, 1) for p in tree}
+    TreeIndex.build(tmp_path / "t", "v", entries)
+    with TreeIndex.open(tmp_path / "t") as idx:
+        assert idx.folder_ino("top/b.txt") is None
+        assert idx.folder_ino("nowhere") is None
+        assert idx.folder_ino("") == ROOT_INO
+        ino = idx.folder_ino("top")
+        assert ino is not None
+        assert idx.child_counts(ino) == (6, 3)
+        assert idx.child_counts(ROOT_INO) == (1, 1)
+        listed: list[str] = []
+        offset = 0
+        while page := idx.children_page(ino, offset, limit, 3):
+            assert len(page) <= limit
+            listed += [n.name for n in page]
+            offset += len(page)
+        assert listed == ["a", "c", "m", "A.bin", "b.txt", "z.txt"]
+
+
 def test_inodes_are_stable(tmp_path: Path) -> None:
     TreeIndex.build(tmp_path / "one", "v2", TREE)
     TreeIndex.build(tmp_path / "two", "v2", dict(reversed(TREE.items())))
