@@ -376,6 +376,20 @@ def test_content_tree_browses_folders_in_pages(cat: Catalogue, server: Server, p
     tree.locator("[data-testid=tree-row][data-path='a']").get_by_test_id("tree-toggle").click()
     expect(tree.locator("[data-testid=tree-row][data-depth='1']")).to_have_count(0)
 
+    # many/ (250 files) expanded in place: 200, then the rest, and all gone on collapse
+    many = tree.locator("[data-testid=tree-row][data-path='many']")
+    many.get_by_test_id("tree-toggle").click()
+    nested = tree.locator("[data-testid=tree-row][data-depth='1']")
+    expect(nested).to_have_count(200)
+    tree.get_by_test_id("tree-more-button").click()
+    expect(nested).to_have_count(250)
+    assert [r.get_attribute("data-path") for r in nested.all()] == sorted(
+        p for p in listing if p.startswith("many/")
+    )
+    many.get_by_test_id("tree-toggle").click()
+    expect(nested).to_have_count(0)
+    expect(rows).to_have_count(len(top))
+
     # navigate into many/ (250 files): 200 first, then the rest
     tree.locator("[data-testid=tree-row][data-path='many']").get_by_test_id("tree-open").click()
     expect(tree).to_have_attribute("data-path", "many")
