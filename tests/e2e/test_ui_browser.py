@@ -4,7 +4,8 @@ and store built with the CLI, driven in Debian's Chromium by Playwright.
 Every check compares what the page shows with what the CLI says (``search``, ``show``,
 ``list``, ``compare`` with ``--json``). Screenshots of the main pages are saved under
 ``$DSMOUNT_TEST_ARTIFACTS`` (default ``<repo>/.test-artifacts/screenshots``).
-Needs ``scripts/install_browser.sh`` (chromium + playwright); skipped without them.
+Needs ``scripts/install_browser.sh`` (chromium + playwright; setup.sh runs it): without them
+the module fails to load, so a missing browser is a red run, never a silent skip.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from tests.conftest import DSMOUNT, Dsm, write_tree
 
@@ -39,12 +41,8 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 20_000
 
-try:
-    from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    pytest.skip("playwright is not installed (run scripts/install_browser.sh)", allow_module_level=True)
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-    pytest.skip(f"{CHROMIUM} is missing (run scripts/install_browser.sh)", allow_module_level=True)
+    pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh", pytrace=False)
 
 
 class Catalogue(NamedTuple):
