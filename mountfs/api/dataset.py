@@ -700,22 +700,7 @@ class Dataset:
             recursive_project=recursive_project_search,
             include_drafts=not only_completed,
         )
-        return [
-            {
-                "id": r.id,
-                "project": r.project,
-                "name": r.name,
-                "version": r.version,
-                "tags": list(r.tags),
-                "created": r.created,
-                "state": r.state,
-                "files": r.files,
-                "bytes": r.bytes,
-                "parents": list(r.parents),
-                "description": r.description,
-            }
-            for r in rows
-        ]
+        return [r.as_dict() for r in rows]
 
     @classmethod
     def delete(

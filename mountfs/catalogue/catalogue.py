@@ -64,6 +64,22 @@ class VersionRow:
     bytes: int
     is_draft: bool
 
+    def as_dict(self) -> dict[str, Any]:
+        """The row as ``dsmount search --json`` prints it (Dataset.list_datasets' keys)."""
+        return {
+            "id": self.id,
+            "project": self.project,
+            "name": self.name,
+            "version": self.version,
+            "tags": list(self.tags),
+            "created": self.created,
+            "state": self.state,
+            "files": self.files,
+            "bytes": self.bytes,
+            "parents": list(self.parents),
+            "description": self.description,
+        }
+
 
 class Catalogue(DraftsMixin):
     """Index of the registry plus drafts, in one SQLite file.

@@ -143,23 +143,6 @@ def info(ws: Workspace, *, allow_changes: bool) -> dict[str, Any]:
 # ----- /api/datasets ------------------------------------------------------------------------------
 
 
-def row_dict(r: VersionRow) -> dict[str, Any]:
-    """One version as ``dsmount search --json`` prints it (Dataset.list_datasets' keys)."""
-    return {
-        "id": r.id,
-        "project": r.project,
-        "name": r.name,
-        "version": r.version,
-        "tags": list(r.tags),
-        "created": r.created,
-        "state": r.state,
-        "files": r.files,
-        "bytes": r.bytes,
-        "parents": list(r.parents),
-        "description": r.description,
-    }
-
-
 def _split(values: Iterable[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -234,7 +217,7 @@ def datasets(
     if needle:
         rows = [r for r in rows if _matches_q(r, needle)]
     rows.sort(key=_sort_key(sort), reverse=order == "desc")
-    return {"total": len(rows), "items": [row_dict(r) for r in rows[offset : offset + limit]]}
+    return {"total": len(rows), "items": [r.as_dict() for r in rows[offset : offset + limit]]}
 
 
 # ----- /api/versions/{ref} ------------------------------------------------------------------------
